@@ -1,0 +1,50 @@
+# Res-MTNet Serve. Every target creates and fills its own virtual environment (.venv) first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION := 2.13.0
+DATA ?= ../shared/datasets
+# onnxruntime-gpu where an NVIDIA driver is present, the CPU build elsewhere.
+RUNTIME ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+MODEL_VERSION ?= 1.0.0
+EPOCHS ?= 24
+
+.PHONY: run test train bench lint clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Serving: no torch.
+$(VENV)/.serve-$(RUNTIME): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e ".[$(RUNTIME)]"
+	touch $@
+
+# Tests and training: torch pinned to a CPU build, installed before the extras so nothing pulls CUDA wheels.
+$(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet -e ".[cpu,train,dev]"
+	touch $@
+
+run: $(VENV)/.serve-$(RUNTIME)
+	$(PY) -m service
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check service training tests
+	$(PY) -m ruff format --check service training tests
+	$(PY) -m mypy service
+
+# Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). About an hour on 2 CPU cores.
+train: $(VENV)/.dev
+	$(PY) -m training.train --data-root $(DATA) --out checkpoints --epochs $(EPOCHS)
+	$(PY) -m training.evaluate --checkpoint checkpoints/last.pt --data-root $(DATA) \
+		--out checkpoints/evaluation.json --real-inputs-out checkpoints/real_inputs.npy
+	$(PY) -m training.export --checkpoint checkpoints/last.pt --version $(MODEL_VERSION) \
+		--evaluation checkpoints/evaluation.json --real-inputs checkpoints/real_inputs.npy
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache

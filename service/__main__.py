@@ -1,0 +1,27 @@
+"""`python -m service`: serve the configured model with uvicorn on RESMTNET_HOST:RESMTNET_PORT."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from service.config import get_settings
+from service.main import create_app
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

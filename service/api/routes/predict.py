@@ -1,0 +1,138 @@
+"""POST /predict and /v1/predict: a nodule patch in (.npy upload or JSON), per-head results out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from service.api.deps import get_state
+from service.api.schemas import NOTICE, JsonPatchRequest, MultipartPatchRequest, PredictResponse, Problem
+from service.errors import MalformedInput, NotReady, PayloadTooLarge, UnsupportedMediaType, UnusableInput
+from service.imaging.formats import (
+    check_finite,
+    check_hounsfield,
+    parse_spacing,
+    parse_voxel_center,
+    read_json_patch,
+    read_npy,
+)
+from service.imaging.preprocess import preprocess
+from service.runtime.manifest import Manifest
+from service.state import ServiceState
+
+router = APIRouter(tags=["predict"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (400, 413, 415, 422, 503, 504)
+}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": MultipartPatchRequest.model_json_schema()},
+            "application/json": {"schema": JsonPatchRequest.model_json_schema()},
+        },
+    }
+}
+
+
+def _prepare(volume: np.ndarray, spacing_value: Any, center_value: Any, manifest: Manifest):
+    """Validate and preprocess one patch (runs in a worker thread)."""
+    spacing = parse_spacing(spacing_value)
+    center = parse_voxel_center(center_value, volume.shape)
+    check_finite(volume)
+    warnings = check_hounsfield(volume)
+    spec = manifest.preprocessing
+    cube, covered = preprocess(volume, spacing, center, spec)
+    if covered < 0.999:
+        warnings.append(
+            f"the patch covers {covered:.0%} of the model's {spec.field_of_view_mm:g} mm field of view; "
+            f"the rest was filled with {spec.fill_hu:g} HU"
+        )
+    if max(spacing) > 2.5:
+        warnings.append(f"slice spacing {max(spacing):g} mm is over 2.5 mm: small nodules are measured less well")
+    return cube, center, warnings
+
+
+async def _read_patch(request: Request, state: ServiceState) -> tuple[Any, Any, Any]:
+    """(volume array or bytes-derived array, spacing value, center value) from the body, by content type."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limits = state.settings
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=4, max_fields=16)
+        except MultiPartException as exc:
+            raise MalformedInput(f"the multipart body cannot be parsed: {exc.message}") from None
+        upload = form.get("patch")
+        if upload is None:
+            if form.get("series") is not None:
+                raise UnusableInput("DICOM series uploads are not supported by this version; send 'patch'")
+            raise UnusableInput("the form needs a 'patch' file (.npy of HU values, axes z, y, x)")
+        if not isinstance(upload, UploadFile):
+            raise UnusableInput("'patch' must be a file part (.npy), not a text field")
+        data = await upload.read()
+        volume = await _in_pool(state, read_npy, data, limits.max_patch_voxels)
+        return volume, form.get("spacing"), form.get("center")
+    if ctype == "application/json":
+        body = await request.body()
+        if len(body) > limits.max_json_bytes:
+            raise PayloadTooLarge(f"JSON bodies are limited to {limits.max_json_bytes} bytes; send a .npy upload")
+        patch, spacing, center = await _in_pool(state, read_json_patch, body)
+        if patch.size > limits.max_patch_voxels:
+            raise PayloadTooLarge(f"the patch has {patch.size} voxels; the limit is {limits.max_patch_voxels}")
+        return patch, spacing, center
+    shown = ctype or "none"
+    raise UnsupportedMediaType(
+        f"content type {shown!r} is not supported; send multipart/form-data (patch=.npy, spacing) or application/json"
+    )
+
+
+async def _in_pool(state: ServiceState, fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(state.preprocess_pool, fn, *args)
+
+
+def _result(manifest: Manifest, outputs: list[np.ndarray], center, warnings: list[str]) -> dict[str, Any]:
+    nodule: dict[str, Any] = {"center": {"i": center[2], "j": center[1], "k": center[0]}}
+    for spec, row in zip(manifest.outputs, outputs, strict=True):
+        nodule[spec.name] = dict(zip(spec.labels or [], (round(float(v), 6) for v in row), strict=True))
+    nodule["warnings"] = warnings
+    return nodule
+
+
+@router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
+@router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
+async def predict(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
+    """Predict every head for one nodule patch (HU values with their voxel spacing)."""
+    started = time.perf_counter()
+    if not state.ready or state.batcher is None or state.model is None:
+        raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
+    deadline = started + state.settings.request_timeout_s
+    manifest = state.model.manifest
+    volume, spacing, center = await _read_patch(request, state)
+    t_pre = time.perf_counter()
+    cube, center_zyx, warnings = await _in_pool(state, _prepare, volume, spacing, center, manifest)
+    preprocess_s = time.perf_counter() - t_pre
+    state.metrics.preprocess_seconds.observe(preprocess_s)
+    prediction = await state.batcher.submit(cube, deadline)
+    total_s = time.perf_counter() - started
+    body = {
+        "request_id": request.state.request_id,
+        "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
+        "nodules": [_result(manifest, prediction.outputs, center_zyx, warnings)],
+        "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
+        "timings_ms": {
+            "preprocess": round(preprocess_s * 1000, 3),
+            "queue": round(prediction.queue_s * 1000, 3),
+            "inference": round(prediction.inference_s * 1000, 3),
+            "total": round(total_s * 1000, 3),
+        },
+        "notice": NOTICE,
+    }
+    return JSONResponse(body)

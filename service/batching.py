@@ -1,0 +1,188 @@
+"""The dynamic batcher: one per model. Requests queue (bounded); a loop collects up to max_batch_size of them,
+waiting at most max_delay after the first, drops those whose deadline passed or whose client left, and runs the
+rest as one onnxruntime call in a single worker thread, so one run at a time per session and the event loop
+never touches array work beyond a list append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, Overloaded
+from service.metrics import Metrics
+
+RunBatch = Callable[[np.ndarray], list[np.ndarray]]
+
+
+@dataclass
+class Pending:
+    """One patch waiting for the model."""
+
+    patch: np.ndarray  # (D, D, D) float32, already preprocessed
+    deadline: float  # perf_counter seconds
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One row of every model output, and where the time went."""
+
+    outputs: list[np.ndarray]
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+async def collect_batch(queue: asyncio.Queue[Pending], max_size: int, max_delay_s: float) -> list[Pending]:
+    """Block for the first item, then take what is queued, waiting until first arrival + max_delay for more."""
+    first = await queue.get()
+    batch = [first]
+    until = first.enqueued + max_delay_s
+    while len(batch) < max_size:
+        try:
+            batch.append(queue.get_nowait())
+            continue
+        except asyncio.QueueEmpty:
+            pass
+        remaining = until - time.perf_counter()
+        if remaining <= 0:
+            break
+        try:
+            batch.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return batch
+
+
+def padded_size(n: int, sizes: list[int] | None) -> int:
+    """The smallest allowed size >= n (sizes ascending), or n when padding is off."""
+    if not sizes:
+        return n
+    return next((s for s in sizes if s >= n), n)
+
+
+def power_of_two_sizes(max_batch_size: int) -> list[int]:
+    sizes, s = [], 1
+    while s < max_batch_size:
+        sizes.append(s)
+        s *= 2
+    return sizes + [max_batch_size]
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: RunBatch,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue: int,
+        pad_sizes: list[int] | None = None,
+        metrics: Metrics | None = None,
+        retry_after_s: int = 1,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.pad_sizes = pad_sizes
+        self.metrics = metrics
+        self.retry_after_s = retry_after_s
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    def _reject(self, reason: str) -> None:
+        if self.metrics:
+            self.metrics.rejections.labels(reason=reason).inc()
+
+    async def submit(self, patch: np.ndarray, deadline: float) -> Prediction:
+        """Queue one preprocessed patch and wait for its row of outputs (503 when full, 504 past deadline)."""
+        future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(Pending(patch, deadline, future))
+        except asyncio.QueueFull:
+            self._reject("queue_full")
+            raise Overloaded(
+                f"the model's queue is full ({self._queue.maxsize} waiting); retry later",
+                headers={"Retry-After": str(self.retry_after_s)},
+            ) from None
+        if self.metrics:
+            self.metrics.queue_depth.set(self._queue.qsize())
+        try:
+            return await asyncio.wait_for(future, max(deadline - time.perf_counter(), 0.0))
+        except TimeoutError:
+            self._reject("deadline")
+            raise DeadlineExceeded("the request's deadline passed before the model answered") from None
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await collect_batch(self._queue, self.max_batch_size, self.max_delay_s)
+            if self.metrics:
+                self.metrics.queue_depth.set(self._queue.qsize())
+            live = self._live(batch)
+            if not live:
+                continue
+            started = time.perf_counter()
+            inputs = self._stack(live)
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - started
+            if self.metrics:
+                self.metrics.inference_seconds.observe(elapsed)
+                self.metrics.batch_size.observe(len(live))
+            for i, p in enumerate(live):
+                if not p.future.done():
+                    queued = started - p.enqueued
+                    p.future.set_result(Prediction([o[i] for o in outputs], queued, elapsed, len(live)))
+                    if self.metrics:
+                        self.metrics.queue_seconds.observe(queued)
+
+    def _live(self, batch: list[Pending]) -> list[Pending]:
+        """Drop requests whose client is gone (future cancelled) or whose deadline has passed."""
+        now, live = time.perf_counter(), []
+        for p in batch:
+            if p.future.done():  # cancelled: its client left, or submit() already counted its deadline
+                if now < p.deadline:
+                    self._reject("client_gone")
+            elif now >= p.deadline:
+                self._reject("deadline")
+                p.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+            else:
+                live.append(p)
+        return live
+
+    def _stack(self, live: list[Pending]) -> np.ndarray:
+        size = padded_size(len(live), self.pad_sizes)
+        first = live[0].patch
+        out = np.zeros((size, 1) + first.shape, dtype=np.float32)
+        for i, p in enumerate(live):
+            out[i, 0] = p.patch
+        return out
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()

@@ -1,0 +1,52 @@
+"""All service settings: one pydantic-settings class, read from RESMTNET_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESMTNET_", frozen=True)
+
+    host: str = Field("0.0.0.0", description="address uvicorn binds")
+    port: int = Field(8000, ge=1, le=65535, description="port uvicorn binds")
+    model_store: Path = Field(Path("model_store"), description="folder holding <name>/<version>/ model folders")
+    model_name: str = Field("res_mtnet", description="model served from the store")
+    model_version: str | None = Field(None, description="pin one version; default: the newest")
+    provider: Literal["auto", "cuda", "cpu"] = Field(
+        "auto",
+        description="auto: CUDA when onnxruntime has it, else CPU; cuda: CUDA or not ready; cpu: CPU only",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = one per core")
+    preprocess_threads: int = Field(2, ge=1, description="worker threads for parsing and resampling")
+    max_batch_size: int = Field(16, ge=1, le=512, description="largest batch the batcher forms")
+    max_delay_ms: float = Field(1.0, ge=0, description="how long a batch waits for company after its first request")
+    max_queue: int = Field(256, ge=1, description="requests waiting for the model; more are refused with 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival; past it, 504")
+    pad_batches: Literal["auto", "yes", "no"] = Field(
+        "auto", description="pad batches to powers of two (auto: on CUDA only, where each new shape costs)"
+    )
+    max_body_bytes: int = Field(GiB, ge=1, description="largest request body")
+    max_json_bytes: int = Field(64 * MiB, ge=1, description="largest application/json body")
+    max_patch_voxels: int = Field(64 * MiB, ge=1, description="largest patch (voxels) accepted")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when the queue is full")
+    log_level: str = Field("info", description="log level of the service's own logger")
+
+    @field_validator("model_version")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests pass their own Settings to create_app instead."""
+    return Settings()

@@ -1,0 +1,110 @@
+"""Typed errors rendered as RFC 9457 application/problem+json, and the handlers that guarantee no bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("resmtnet")
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class ProblemError(Exception):
+    """An error a client can act on: status, a short machine-readable code and a precise detail."""
+
+    status = 400
+    code = "bad-request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class MalformedInput(ProblemError):
+    status, code = 400, "malformed-input"
+
+
+class PayloadTooLarge(ProblemError):
+    status, code = 413, "payload-too-large"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, code = 415, "unsupported-media-type"
+
+
+class UnusableInput(ProblemError):
+    status, code = 422, "unusable-input"
+
+
+class Overloaded(ProblemError):
+    status, code = 503, "overloaded"
+
+
+class NotReady(ProblemError):
+    status, code = 503, "not-ready"
+
+
+class DeadlineExceeded(ProblemError):
+    status, code = 504, "deadline-exceeded"
+
+
+def problem_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    body = {
+        "type": f"urn:resmtnet:problem:{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.status, exc.code, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(422, "invalid-request", _validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", extra={"error_type": type(exc).__name__})
+        return problem_response(500, "internal-error", "internal error; the request id is in X-Request-ID")

@@ -1,0 +1,179 @@
+"""Readers for what clients send: .npy patches, JSON patches, spacing and centre fields.
+
+Each reader either returns clean values or raises one of the service's typed errors with a precise message.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
+
+NPY_MAGIC = b"\x93NUMPY"
+MAX_SPACING_MM = 20.0
+_ALLOWED_KINDS = {"i", "u", "f"}
+
+
+def read_npy(data: bytes | memoryview, max_voxels: int) -> np.ndarray:
+    """A 3-D numeric array from .npy bytes, without copying the data; never unpickles."""
+    if len(data) == 0:
+        raise MalformedInput("the patch file is empty")
+    if bytes(data[:6]) != NPY_MAGIC or len(data) < 10:
+        raise MalformedInput("the patch is not a .npy file (it does not start with the NumPy magic string)")
+    major = data[6]
+    if major == 1:
+        header_len, start = int.from_bytes(data[8:10], "little"), 10
+    elif major in (2, 3):
+        header_len, start = int.from_bytes(data[8:12], "little"), 12
+    else:
+        raise MalformedInput(f"unsupported .npy format version {major}")
+    raw_header = bytes(data[start : start + header_len])
+    if len(raw_header) < header_len:
+        raise MalformedInput("the .npy header is truncated")
+    header = _parse_header(raw_header)
+    dtype, shape, fortran = header
+    if dtype.kind not in _ALLOWED_KINDS or dtype.itemsize > 8:
+        raise UnusableInput(f"patch dtype {dtype} is not supported; send HU values as int16, int32 or float32")
+    if len(shape) != 3:
+        raise UnusableInput(f"the patch must be 3-D with axes (z, y, x); got shape {tuple(shape)}")
+    count = math.prod(shape)
+    if count == 0:
+        raise UnusableInput(f"the patch has no voxels (shape {tuple(shape)})")
+    if count > max_voxels:
+        raise PayloadTooLarge(f"the patch has {count} voxels; the limit is {max_voxels}")
+    body = start + header_len
+    expected = count * dtype.itemsize
+    if len(data) - body < expected:
+        raise MalformedInput(f"the .npy data is truncated: {len(data) - body} bytes of {expected} expected")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=body)
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _parse_header(raw: bytes) -> tuple[np.dtype, list[int], bool]:
+    try:
+        header = ast.literal_eval(raw.decode("latin1"))
+        dtype = np.dtype(header["descr"])
+        shape = [int(n) for n in header["shape"]]
+        fortran = bool(header["fortran_order"])
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError) as exc:
+        raise MalformedInput(f"the .npy header cannot be read: {type(exc).__name__}") from None
+    if any(n < 0 for n in shape):
+        raise MalformedInput("the .npy header has a negative dimension")
+    return dtype, shape, fortran
+
+
+def check_finite(volume: np.ndarray) -> None:
+    if volume.dtype.kind == "f":
+        finite = np.isfinite(volume)
+        if not finite.all():
+            bad = int(volume.size - np.count_nonzero(finite))
+            raise UnusableInput(f"the patch contains {bad} NaN or infinite values")
+
+
+def check_hounsfield(volume: np.ndarray) -> list[str]:
+    """Refuse values that cannot be CT in HU; return warnings for doubtful ones."""
+    low, high = float(volume.min()), float(volume.max())
+    if high - low < 100.0:
+        raise UnusableInput(
+            f"patch values span {low:g}..{high:g}; expected Hounsfield units (air about -1000, lung about "
+            "-850, soft tissue 0..100): send HU, not normalised intensities"
+        )
+    if low < -4000 or high > 60000:
+        raise UnusableInput(f"patch values span {low:g}..{high:g}, outside any CT range in HU")
+    if low > -500:
+        return [
+            f"no value below -500 HU (lowest {low:g}): no lung in the patch, or the rescale intercept was not applied"
+        ]
+    return []
+
+
+def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, float]:
+    """Three positive voxel spacings in mm, (z, y, x), from "z,y,x" text or a JSON list."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise UnusableInput(f"{name} is required: the voxel spacing in mm as 'z,y,x', e.g. '1.25,0.7,0.7'")
+    items: Sequence[Any]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError:
+                raise UnusableInput(f"{name} {text[:40]!r} is not 'z,y,x' numbers") from None
+        else:
+            items = text.split(",")
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        raise UnusableInput(f"{name} must be three numbers (z, y, x) in mm")
+    if not isinstance(items, list | tuple) or len(items) != 3:
+        raise UnusableInput(f"{name} must have three values (z, y, x) in mm")
+    out = []
+    for axis, item in zip("zyx", items, strict=True):
+        try:
+            if isinstance(item, bool):
+                raise ValueError
+            v = float(item)
+        except (TypeError, ValueError):
+            raise UnusableInput(f"{name} along {axis} is not a number: {str(item)[:20]!r}") from None
+        if not math.isfinite(v) or v <= 0:
+            raise UnusableInput(f"{name} along {axis} must be positive and finite; got {v:g}")
+        if v > MAX_SPACING_MM:
+            raise UnusableInput(f"{name} along {axis} is {v:g} mm; at most {MAX_SPACING_MM:g} mm is accepted")
+        out.append(v)
+    return out[0], out[1], out[2]
+
+
+def parse_voxel_center(value: Any, shape: Sequence[int]) -> tuple[float, float, float]:
+    """Optional patch centre {"i": column, "j": row, "k": slice} -> (z, y, x) indices; default the middle."""
+    if value is None or value == "":
+        return tuple((n - 1) / 2.0 for n in shape)  # type: ignore[return-value]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UnusableInput('center must be JSON like {"i": 31, "j": 31, "k": 15}') from None
+    if not isinstance(value, dict) or set(value) != {"i", "j", "k"}:
+        raise UnusableInput('center must be an object with exactly "i" (column), "j" (row) and "k" (slice)')
+    zyx = []
+    for key, n in zip("kji", shape, strict=True):
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise UnusableInput(f"center.{key} must be a number")
+        if not -0.5 <= v <= n - 0.5:
+            raise UnusableInput(f"center.{key} = {v:g} is outside the patch (0..{n - 1})")
+        zyx.append(float(v))
+    return zyx[0], zyx[1], zyx[2]
+
+
+def read_json_patch(body: bytes) -> tuple[np.ndarray, Any, Any]:
+    """(patch array, spacing value, center value) from {"patch": [[[...]]], "spacing": [z, y, x]}."""
+    if not body:
+        raise MalformedInput("the request body is empty")
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedInput(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedInput("the JSON body is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise UnusableInput('the JSON body must be an object like {"patch": [[[...]]], "spacing": [z, y, x]}')
+    unknown = set(doc) - {"patch", "spacing", "center"}
+    if unknown:
+        raise UnusableInput(f"unknown fields: {', '.join(sorted(unknown))[:200]}")
+    if "patch" not in doc:
+        raise UnusableInput('"patch" is required: a 3-D array of HU values, axes (z, y, x)')
+    try:
+        patch = np.asarray(doc["patch"], dtype=np.float32)
+    except (ValueError, TypeError):
+        raise UnusableInput('"patch" must be a regular 3-D array of numbers (every row the same length)') from None
+    if patch.ndim != 3:
+        raise UnusableInput(f"the patch must be 3-D with axes (z, y, x); got {patch.ndim} dimension(s)")
+    if patch.size == 0:
+        raise UnusableInput(f"the patch has no voxels (shape {patch.shape})")
+    return patch, doc.get("spacing"), doc.get("center")

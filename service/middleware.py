@@ -1,0 +1,99 @@
+"""One pure-ASGI middleware: request id, body-size limit while the body streams in, request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PROBLEM_JSON, PayloadTooLarge
+from service.metrics import Metrics
+
+KNOWN_ROUTES = frozenset({"/predict", "/v1/predict", "/healthz", "/readyz", "/metrics", "/v1/models"})
+
+
+def _route_label(path: str) -> str:
+    return path if path in KNOWN_ROUTES else "other"
+
+
+class ServiceMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        route = _route_label(scope["path"])
+        status = 500
+        limit = self.max_body_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                await _reject_too_large(send_wrapper, request_id, declared, limit)
+                return
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+                return message
+
+            await self.app(scope, limited_receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            labels = {"route": route, "status": str(status)}
+            self.metrics.requests.labels(**labels).inc()
+            self.metrics.request_seconds.labels(**labels).observe(elapsed)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _reject_too_large(send: Send, request_id: str, declared: int, limit: int) -> None:
+    body = json.dumps(
+        {
+            "type": "urn:resmtnet:problem:payload-too-large",
+            "title": "Content Too Large",
+            "status": 413,
+            "detail": f"the request body is {declared} bytes; the limit is {limit} bytes",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,101 @@
+"""The model manifest: the one schema that training writes and the service reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One graph input or output; -1 marks the dynamic batch axis."""
+
+    name: str
+    dtype: Literal["float32"] = "float32"
+    shape: list[int]
+    labels: list[str] | None = None
+    units: list[str] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _labels_match_width(self) -> TensorSpec:
+        width = self.shape[-1]
+        for field in ("labels", "units"):
+            values = getattr(self, field)
+            if values is not None and len(values) != width:
+                raise ValueError(f"{self.name}: {len(values)} {field} for a last axis of {width}")
+        return self
+
+
+class Preprocessing(_Strict):
+    """How a CT region becomes the model's input cube (see service.imaging.preprocess)."""
+
+    patch_size: int = Field(gt=0, description="D: the input is a D^3 cube, axes z, y, x")
+    spacing_mm: float = Field(gt=0, description="isotropic voxel spacing of the cube")
+    hu_window: tuple[float, float] = Field(description="HU clipped to [low, high]")
+    scaling: Literal["window_to_unit"] = "window_to_unit"
+    fill_hu: float = Field(-1000.0, description="HU assumed outside the supplied volume")
+
+    @model_validator(mode="after")
+    def _window_ordered(self) -> Preprocessing:
+        if self.hu_window[0] >= self.hu_window[1]:
+            raise ValueError("hu_window must be (low, high) with low < high")
+        return self
+
+    @property
+    def field_of_view_mm(self) -> float:
+        return self.patch_size * self.spacing_mm
+
+
+class Manifest(_Strict):
+    """Everything the service needs to trust and describe one exported model."""
+
+    name: str
+    version: str
+    created: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preprocessing: Preprocessing
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    export: dict[str, Any] = Field(default_factory=dict)
+    performance: dict[str, Any] = Field(default_factory=dict)
+
+    def output(self, name: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        return cls.model_validate_json((directory / MANIFEST_FILE).read_text())
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

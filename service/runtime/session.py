@@ -1,0 +1,89 @@
+"""onnxruntime session: provider choice and verification, shape checks against the manifest, warm-up, runs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from service.runtime.manifest import Manifest, TensorSpec
+from service.runtime.store import ModelEntry
+
+log = logging.getLogger("resmtnet")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class SessionError(Exception):
+    """The model cannot be served as configured (shapes, provider)."""
+
+
+@dataclass
+class ModelSession:
+    """One onnxruntime session and what the service must know about it. Not thread-safe by design: the batcher
+    runs it from a single worker thread, one batch at a time."""
+
+    entry: ModelEntry
+    session: ort.InferenceSession
+    provider: str
+    provider_note: str = ""
+    output_names: list[str] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.entry.manifest
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """batch: (N, 1, D, D, D) float32 -> one array per manifest output, each (N, k)."""
+        return self.session.run(self.output_names, {self.manifest.input.name: batch})
+
+
+def _providers(setting: str) -> list[str]:
+    available = ort.get_available_providers()
+    if setting in ("auto", "cuda") and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def _check_shapes(declared: list[TensorSpec], actual: list, kind: str) -> None:
+    if [d.name for d in declared] != [a.name for a in actual]:
+        raise SessionError(
+            f"model {kind}s {[a.name for a in actual]} differ from the manifest's {[d.name for d in declared]}"
+        )
+    for spec, arg in zip(declared, actual, strict=True):
+        shape = [d if isinstance(d, int) else -1 for d in arg.shape]
+        if shape != spec.shape:
+            raise SessionError(f"{kind} {spec.name}: model shape {shape}, manifest shape {spec.shape}")
+
+
+def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0) -> ModelSession:
+    """Create the session; verify tensors against the manifest and report which provider is really active."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    requested = _providers(provider)
+    session = ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=requested)
+    _check_shapes(entry.manifest.inputs, session.get_inputs(), "input")
+    _check_shapes(entry.manifest.outputs, session.get_outputs(), "output")
+    active = session.get_providers()[0]
+    note = ""
+    if provider == "cuda" and active != CUDA:
+        note = (
+            f"RESMTNET_PROVIDER=cuda but onnxruntime's active provider is {active} "
+            f"(available: {', '.join(ort.get_available_providers())}; onnxruntime {ort.__version__}); "
+            "install onnxruntime-gpu with matching CUDA 12 and cuDNN 9 libraries"
+        )
+    elif provider == "auto" and active != CUDA:
+        note = "CUDA not available to onnxruntime; serving on CPU"
+    return ModelSession(entry, session, active, note, [o.name for o in entry.manifest.outputs])
+
+
+def warm_up(model: ModelSession, batch_sizes: list[int]) -> None:
+    """One run per batch size the batcher can produce, so no request pays for a first-time shape."""
+    spec = model.manifest.preprocessing
+    for n in batch_sizes:
+        model.run(np.zeros((n, 1) + (spec.patch_size,) * 3, dtype=np.float32))

@@ -1,0 +1,127 @@
+import io
+import json
+
+import numpy as np
+import pytest
+
+from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
+from service.imaging.formats import (
+    check_finite,
+    check_hounsfield,
+    parse_spacing,
+    parse_voxel_center,
+    read_json_patch,
+    read_npy,
+)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32, np.float64, np.uint16])
+def test_read_npy_accepts_numeric_volumes(dtype):
+    a = np.arange(24, dtype=dtype).reshape(2, 3, 4)
+    np.testing.assert_array_equal(read_npy(npy_bytes(a), 1000), a)
+
+
+def test_read_npy_keeps_fortran_order_values():
+    a = np.asfortranarray(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    np.testing.assert_array_equal(read_npy(npy_bytes(a), 1000), a)
+
+
+def test_read_npy_rejects_empty_garbage_and_truncated_files():
+    with pytest.raises(MalformedInput, match="empty"):
+        read_npy(b"", 10)
+    with pytest.raises(MalformedInput, match="not a .npy"):
+        read_npy(b"hello world, not an array", 10)
+    data = npy_bytes(np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(MalformedInput, match="truncated"):
+        read_npy(data[:-10], 1000)
+    with pytest.raises(MalformedInput, match="header"):
+        read_npy(data[:20], 1000)
+
+
+def test_read_npy_rejects_wrong_dimensions_and_dtypes():
+    with pytest.raises(UnusableInput, match="3-D"):
+        read_npy(npy_bytes(np.zeros((4, 4), np.float32)), 1000)
+    with pytest.raises(UnusableInput, match="complex"):
+        read_npy(npy_bytes(np.zeros((2, 2, 2), np.complex64)), 1000)
+    with pytest.raises(UnusableInput, match="bool"):
+        read_npy(npy_bytes(np.zeros((2, 2, 2), bool)), 1000)
+
+
+def test_read_npy_never_unpickles_object_arrays():
+    with pytest.raises((UnusableInput, MalformedInput)):
+        read_npy(npy_bytes(np.array([[[object()]]], dtype=object)), 1000)
+
+
+def test_read_npy_refuses_too_many_voxels_from_the_header_alone():
+    header_only = npy_bytes(np.zeros((10, 10, 10), np.int16))[:128]
+    with pytest.raises(PayloadTooLarge, match="1000 voxels"):
+        read_npy(header_only, 999)
+
+
+def test_non_finite_values_are_counted():
+    a = np.zeros((2, 2, 2), np.float32)
+    a[0, 0, 0], a[1, 1, 1] = np.nan, np.inf
+    with pytest.raises(UnusableInput, match="2 NaN or infinite"):
+        check_finite(a)
+
+
+def test_hounsfield_check_refuses_normalised_intensities_and_warns_on_missing_air():
+    with pytest.raises(UnusableInput, match="Hounsfield"):
+        check_hounsfield(np.random.default_rng(0).random((4, 4, 4)))
+    assert check_hounsfield(np.array([0.0, 1000.0])) != []
+    assert check_hounsfield(np.array([-900.0, 40.0])) == []
+
+
+@pytest.mark.parametrize("text", ["1.25,0.7,0.7", " 1.25 , 0.7, 0.7 ", "[1.25, 0.7, 0.7]"])
+def test_parse_spacing_accepts_text_and_json(text):
+    assert parse_spacing(text) == (1.25, 0.7, 0.7)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "required"),
+        ("", "required"),
+        ("1,1", "three values"),
+        ("1,0,1", "along y must be positive"),
+        ("1,-2,1", "along y must be positive"),
+        ("1,1,abc", "along x is not a number"),
+        ("nan,1,1", "along z must be positive and finite"),
+        ("1,1,50", "at most"),
+        ([True, 1, 1], "along z is not a number"),
+    ],
+)
+def test_parse_spacing_rejects_bad_values_precisely(value, message):
+    with pytest.raises(UnusableInput, match=message):
+        parse_spacing(value)
+
+
+def test_voxel_center_defaults_to_the_middle_and_checks_bounds():
+    assert parse_voxel_center(None, (10, 20, 30)) == (4.5, 9.5, 14.5)
+    assert parse_voxel_center('{"i": 1, "j": 2, "k": 3}', (10, 20, 30)) == (3.0, 2.0, 1.0)
+    with pytest.raises(UnusableInput, match="center.k"):
+        parse_voxel_center({"i": 1, "j": 2, "k": 30}, (10, 20, 30))
+    with pytest.raises(UnusableInput, match="exactly"):
+        parse_voxel_center({"x": 1}, (10, 20, 30))
+
+
+def test_json_patch_reader():
+    body = json.dumps({"patch": [[[1, 2], [3, 4]]], "spacing": [1, 1, 1]}).encode()
+    patch, spacing, center = read_json_patch(body)
+    assert patch.shape == (1, 2, 2) and spacing == [1, 1, 1] and center is None
+    with pytest.raises(MalformedInput, match="empty"):
+        read_json_patch(b"")
+    with pytest.raises(MalformedInput, match="not valid JSON"):
+        read_json_patch(b"{nope")
+    with pytest.raises(UnusableInput, match="regular 3-D"):
+        read_json_patch(json.dumps({"patch": [[[1, 2], [3]]], "spacing": [1, 1, 1]}).encode())
+    with pytest.raises(UnusableInput, match="2 dimension"):
+        read_json_patch(json.dumps({"patch": [[1, 2]], "spacing": [1, 1, 1]}).encode())
+    with pytest.raises(UnusableInput, match="unknown fields"):
+        read_json_patch(json.dumps({"patch": [[[1]]], "extra": 1}).encode())

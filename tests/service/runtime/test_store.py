@@ -1,0 +1,68 @@
+import json
+import shutil
+
+import pytest
+
+from service.runtime.manifest import Manifest
+from service.runtime.session import SessionError, open_session
+from service.runtime.store import ModelStoreError, list_versions, resolve
+from tests.conftest import TEST_VERSION
+
+
+def add_version(store, version: str) -> None:
+    src = store / "res_mtnet" / TEST_VERSION
+    dst = store / "res_mtnet" / version
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / "manifest.json").read_text())
+    (dst / "manifest.json").write_text(json.dumps({**doc, "version": version}))
+
+
+def test_newest_version_is_served_unless_one_is_pinned(store_copy):
+    for v in ("0.0.9", "0.0.10", "0.0.2"):
+        add_version(store_copy, v)
+    assert list_versions(store_copy, "res_mtnet") == ["0.0.1", "0.0.2", "0.0.9", "0.0.10"]
+    assert resolve(store_copy, "res_mtnet").manifest.version == "0.0.10"
+    assert resolve(store_copy, "res_mtnet", "0.0.2").manifest.version == "0.0.2"
+    with pytest.raises(ModelStoreError, match="no version '9.9'"):
+        resolve(store_copy, "res_mtnet", "9.9")
+
+
+def test_empty_store_and_invalid_manifest_are_refused(tmp_path, store_copy):
+    with pytest.raises(ModelStoreError, match="no versions"):
+        resolve(tmp_path, "res_mtnet")
+    path = store_copy / "res_mtnet" / TEST_VERSION / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sha256": "nope"}))
+    with pytest.raises(ModelStoreError, match="invalid"):
+        resolve(store_copy, "res_mtnet")
+
+
+def test_tampered_model_fails_its_sha256(store_copy):
+    onnx = store_copy / "res_mtnet" / TEST_VERSION / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-1] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(ModelStoreError, match="sha256"):
+        resolve(store_copy, "res_mtnet")
+
+
+def test_manifest_shapes_must_match_the_graph(store_copy):
+    path = store_copy / "res_mtnet" / TEST_VERSION / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["inputs"][0]["shape"] = [-1, 1, 48, 48, 48]
+    doc["preprocessing"]["patch_size"] = 48
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SessionError, match="shape"):
+        open_session(resolve(store_copy, "res_mtnet"), "cpu")
+
+
+def test_manifest_round_trips(tiny_store, tmp_path):
+    m = Manifest.read(tiny_store / "res_mtnet" / TEST_VERSION)
+    m.write(tmp_path)
+    assert Manifest.read(tmp_path) == m
+
+
+def test_session_reports_the_active_provider(tiny_store):
+    model = open_session(resolve(tiny_store, "res_mtnet"), "auto")
+    assert model.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    cpu = open_session(resolve(tiny_store, "res_mtnet"), "cpu")
+    assert cpu.provider == "CPUExecutionProvider" and cpu.provider_note == ""

@@ -1,0 +1,152 @@
+"""The batcher with a fake model: batching, delay bound, bounded queue, deadlines, client departure."""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.batching import Batcher, Pending, collect_batch, padded_size, power_of_two_sizes
+from service.errors import DeadlineExceeded, Overloaded
+from service.metrics import Metrics
+
+
+class FakeModel:
+    """Echoes each patch's first voxel; records every batch it was given."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.batches: list[int] = []
+        self.seen: list[float] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.release.wait()
+        time.sleep(self.seconds)
+        self.batches.append(len(batch))
+        self.seen.extend(float(v) for v in batch[:, 0, 0, 0, 0])
+        return [batch[:, 0, 0, 0, :1] * 2]
+
+
+def patch(value: float) -> np.ndarray:
+    return np.full((2, 2, 2), value, dtype=np.float32)
+
+
+def far() -> float:
+    return time.perf_counter() + 30
+
+
+async def test_collect_batch_takes_everything_queued_up_to_the_limit():
+    queue: asyncio.Queue[Pending] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    for i in range(5):
+        queue.put_nowait(Pending(patch(i), far(), loop.create_future()))
+    batch = await collect_batch(queue, max_size=3, max_delay_s=0.0)
+    assert [p.patch[0, 0, 0] for p in batch] == [0, 1, 2]
+    assert queue.qsize() == 2
+
+
+async def test_collect_batch_waits_for_company_no_longer_than_the_delay():
+    queue: asyncio.Queue[Pending] = asyncio.Queue()
+    queue.put_nowait(Pending(patch(0), far(), asyncio.get_running_loop().create_future()))
+    started = time.perf_counter()
+    batch = await collect_batch(queue, max_size=8, max_delay_s=0.05)
+    waited = time.perf_counter() - started
+    assert len(batch) == 1
+    assert 0.03 <= waited < 0.5
+
+
+def test_padding_sizes():
+    assert power_of_two_sizes(16) == [1, 2, 4, 8, 16]
+    assert power_of_two_sizes(12) == [1, 2, 4, 8, 12]
+    assert padded_size(3, [1, 2, 4, 8]) == 4
+    assert padded_size(3, None) == 3
+
+
+async def test_concurrent_requests_form_batches_and_each_gets_its_own_row():
+    model = FakeModel(seconds=0.02)
+    metrics = Metrics(CollectorRegistry())
+    batcher = Batcher(model, max_batch_size=8, max_delay_s=0.005, max_queue=64, metrics=metrics)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(32)))
+    finally:
+        await batcher.stop()
+    assert [float(r.outputs[0][0]) for r in results] == [2.0 * i for i in range(32)]
+    assert max(model.batches) > 1 and sum(model.batches) == 32
+    assert metrics.registry.get_sample_value("resmtnet_batch_size_count") == len(model.batches)
+
+
+async def test_full_queue_is_refused_at_once_with_retry_after():
+    model = FakeModel()
+    model.release.clear()  # the model is stuck: nothing leaves the queue
+    metrics = Metrics(CollectorRegistry())
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=2, metrics=metrics, retry_after_s=3)
+    batcher.start()
+    try:
+        waiting = [asyncio.create_task(batcher.submit(patch(0), far()))]
+        await asyncio.sleep(0.02)  # the first is running (stuck)
+        waiting += [asyncio.create_task(batcher.submit(patch(i), far())) for i in (1, 2)]
+        await asyncio.sleep(0.02)  # two are queued: the queue is full
+        assert batcher.depth == 2
+        started = time.perf_counter()
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(patch(9), far())
+        assert time.perf_counter() - started < 0.05
+        assert info.value.headers["Retry-After"] == "3"
+        assert metrics.registry.get_sample_value("resmtnet_rejections_total", {"reason": "queue_full"}) == 1
+    finally:
+        model.release.set()
+        await asyncio.gather(*waiting)
+        await batcher.stop()
+
+
+async def test_request_past_its_deadline_gets_504_and_never_reaches_the_model():
+    model = FakeModel(seconds=0.2)
+    metrics = Metrics(CollectorRegistry())
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=8, metrics=metrics)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(patch(1), far()))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(patch(7), time.perf_counter() + 0.05)
+        await first
+        await asyncio.sleep(0.01)
+    finally:
+        await batcher.stop()
+    assert 7.0 not in model.seen
+    assert metrics.registry.get_sample_value("resmtnet_rejections_total", {"reason": "deadline"}) == 1
+
+
+async def test_a_cancelled_request_is_dropped_before_the_model():
+    model = FakeModel(seconds=0.1)
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=8, metrics=Metrics(CollectorRegistry()))
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(patch(1), far()))
+        await asyncio.sleep(0.01)
+        gone = asyncio.create_task(batcher.submit(patch(5), far()))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # what happens to a handler whose client disconnected
+        await first
+        await asyncio.sleep(0.05)
+    finally:
+        await batcher.stop()
+    assert 5.0 not in model.seen
+
+
+async def test_a_model_error_reaches_every_request_of_the_batch():
+    def broken(_: np.ndarray) -> list[np.ndarray]:
+        raise RuntimeError("boom")
+
+    batcher = Batcher(broken, max_batch_size=4, max_delay_s=0.01, max_queue=8)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(3)), return_exceptions=True)
+    finally:
+        await batcher.stop()
+    assert all(isinstance(r, RuntimeError) for r in results)

@@ -1,0 +1,64 @@
+"""A few training steps on tiny phantom data lower the loss; an interrupted run resumes from its checkpoint."""
+
+import torch
+
+from training.export import load_checkpoint
+from training.train import main
+
+TINY = [
+    "--no-lidc",
+    "--phantoms",
+    "64",
+    "--val-phantoms",
+    "16",
+    "--batch-size",
+    "16",
+    "--widths",
+    "4",
+    "8",
+    "--blocks",
+    "1",
+    "1",
+    "--lr",
+    "3e-3",
+    "--threads",
+    "1",
+]
+
+
+def test_training_lowers_the_loss_and_resumes(tmp_path):
+    out = tmp_path / "ck"
+    main(
+        [
+            *TINY,
+            "--epochs",
+            "4",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--stop-after",
+            "2",
+        ]
+    )
+    assert len(torch.load(out / "last.pt", weights_only=False)["history"]) == 2
+    main(
+        [
+            *TINY,
+            "--epochs",
+            "4",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--resume",
+            str(out / "last.pt"),
+        ]
+    )
+    state = torch.load(out / "last.pt", weights_only=False)
+    history = state["history"]
+    assert len(history) == 4 and state["config"]["widths"] == [4, 8]
+    total = [sum(v for k, v in h.items() if k.startswith("loss_")) for h in history]
+    assert total[-1] < total[0]
+    model, _ = load_checkpoint(out / "last.pt")
+    assert model.config.widths == [4, 8]

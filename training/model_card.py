@@ -1,0 +1,125 @@
+"""MODEL_CARD.md, written from the manifest so that every number in it is the one evaluate.py measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.runtime.manifest import Manifest
+
+
+def _ci(d: dict[str, Any], key: str) -> str:
+    ci = d.get(f"{key}_ci95")
+    return f" (95% CI {ci[0]}-{ci[1]})" if ci else ""
+
+
+def _evaluation_section(ev: dict[str, Any]) -> list[str]:
+    if not ev:
+        return ["No evaluation was recorded for this export (a test or smoke model): do not use it."]
+    lines = []
+    lidc = ev.get("lidc_held_out_patients", {})
+    if lidc:
+        lines += [
+            f"### LIDC-IDRI, {lidc['patients']} held-out patients ({lidc['nodules']} nodules, "
+            f"{lidc['malignant']} malignant)",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+            f"| malignancy ROC AUC (label diagnosis_malignant) | {lidc['malignancy_auc']}"
+            f"{_ci(lidc, 'malignancy_auc')} |",
+            f"| ROC AUC of the model's own diameter estimate alone | {lidc['own_diameter_auc']}"
+            f"{_ci(lidc, 'own_diameter_auc')} |",
+            f"| diameter MAE (mm) | {lidc['diameter_mae_mm']}{_ci(lidc, 'diameter_mae_mm')} |",
+            f"| volume median relative error (vs consensus mask) | {lidc['volume_median_rel_error']} |",
+            f"| MAE of the six scores (mean) | {lidc['attribute_mae_mean']} |",
+        ]
+        lines += [f"| MAE of {k} | {v} |" for k, v in lidc["attribute_mae"].items()]
+        lines.append("")
+    inv = ev.get("filler_invariance", {})
+    if inv:
+        a, b = inv["filler_vs_lung"], inv["lung_vs_lung"]
+        lines += [
+            "### Filler invariance (same held-out nodules, different content outside the original VOI)",
+            "",
+            "| comparison | mean abs change of P(malignant) | p95 | mean abs change of diameter (mm) | p95 |",
+            "| --- | --- | --- | --- | --- |",
+            f"| stored filler vs lung-like fill | {a['malignancy_abs_diff_mean']} | {a['malignancy_abs_diff_p95']} "
+            f"| {a['diameter_abs_diff_mean_mm']} | {a['diameter_abs_diff_p95_mm']} |",
+            f"| two different lung-like fills | {b['malignancy_abs_diff_mean']} | {b['malignancy_abs_diff_p95']} "
+            f"| {b['diameter_abs_diff_mean_mm']} | {b['diameter_abs_diff_p95_mm']} |",
+            "",
+        ]
+    ph = ev.get("phantoms_held_out", {})
+    if ph:
+        lines += [
+            f"### Synthetic phantoms, {ph['phantoms']} held out (seeds {ph['seeds'][0]}-{ph['seeds'][1]})",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+            f"| diameter MAE, nodules 4-30 mm (n={ph['nodules_4_30']}) | {ph['diameter_mae_mm_4_30']} mm"
+            f"{_ci(ph, 'diameter_mae_mm_4_30')} |",
+            f"| volume median relative error | {ph['volume_median_rel_error']} |",
+            f"| type accuracy (solid / part-solid / ground glass) | {ph['type_accuracy']}{_ci(ph, 'type_accuracy')} |",
+            f"| solid-component diameter MAE, part-solid (n={ph['part_solid_nodules']}) | "
+            f"{ph['solid_diameter_mae_mm_part_solid']} mm |",
+            "",
+        ]
+    return lines
+
+
+def render_model_card(m: Manifest) -> str:
+    pre = m.preprocessing
+    perf = m.performance
+    cfg = m.training.get("config", {})
+    lines = [
+        f"# Model card: {m.name} {m.version}",
+        "",
+        f"sha256 `{m.sha256}` · ONNX opset {m.opset} · created {m.created}",
+        "",
+        "## Intended use",
+        "Research and clinical decision support for pulmonary nodules already found by a reader: malignancy and",
+        "type probabilities, size measurements and radiologist-style scores for one nodule at a time.",
+        "**Not a diagnosis and not a medical device.** Every output must be reviewed by a qualified clinician.",
+        "It does not detect nodules, does not use prior scans, growth or clinical history.",
+        "",
+        "## Model",
+        f"Res-MTNet: residual 3-D trunk (widths {cfg.get('widths')}, blocks {cfg.get('blocks')}), "
+        f"{m.training.get('parameters', '?')} parameters, {perf.get('flops_per_patch', 0) / 1e6:.0f} MFLOPs per patch.",
+        f"Input: {pre.patch_size}^3 voxels at {pre.spacing_mm} mm ({pre.field_of_view_mm:g} mm field of view), "
+        f"HU clipped to {list(pre.hu_window)} and scaled to [0, 1].",
+        "Outputs: " + "; ".join(f"`{o.name}` ({', '.join(o.labels or [])})" for o in m.outputs) + ".",
+        "Volumes are the sum of a predicted occupancy map; diameters scale its equivalent diameter.",
+        f"CPU latency (onnxruntime, {perf.get('threads')} threads): {perf.get('ms_per_patch_batch1')} ms per patch "
+        f"at batch 1, {perf.get('ms_per_patch_batch16')} ms per patch at batch 16.",
+        f"Export parity torch vs onnxruntime (max abs difference of probabilities): "
+        f"{m.export.get('parity_max_abs_diff_probabilities', float('nan')):.2e}.",
+        "",
+        "## Training data",
+        "- Synthetic CT phantoms (training/data/phantoms.py): solid, part-solid and ground-glass nodules, 3-35 mm,",
+        "  ellipsoidal, lobulated or spiculated, on lung background with vessels, rendered at anisotropic spacing",
+        "  with partial volume, blur and noise. Exact ground truth; malignancy drawn from the Brock (PanCan) model.",
+        "- LIDC-IDRI (Armato et al., Med. Phys. 38:915, 2011; TCIA, CC BY 3.0): 3-D nodule VOIs with consensus masks,",
+        "  diameters, diagnosis_malignant (at least two readers above 3) and max-voted scores. 80% of patients",
+        "  trained on; 20% held out by patient for every LIDC number below. The filler outside each VOI is replaced",
+        "  by synthetic lung (or left as stored) at random, so the model cannot learn from it.",
+        f"- Task weights: {m.training.get('task_weights', {})}.",
+        "",
+        "## Evaluation (training/evaluate.py, on data never trained on)",
+        "",
+        *_evaluation_section(m.evaluation),
+        "## Known limits",
+        "- LIDC labels are radiologists' ratings, not pathology: 'malignant' means likely malignant to readers.",
+        "- Phantoms cannot teach real anatomy: pleura, fissures, airways, calcification patterns, motion, or",
+        "  reconstruction kernels other than a Gaussian blur; nodule types on real CT are learnt from few examples.",
+        "- The field of view is 40 mm: nodules over about 32 mm are truncated and under-measured.",
+        "- LIDC VOIs end at the nodule's own slices; real context beyond them was never seen in training.",
+        "- Scores (1-5) follow LIDC readers' scales and carry their disagreement.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(manifest: Manifest, directory: Path) -> Path:
+    path = directory / "MODEL_CARD.md"
+    path.write_text(render_model_card(manifest))
+    return path
