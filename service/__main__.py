@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import logging
+import os
 
-import uvicorn
+# numpy's BLAS threads would fight onnxruntime's for the same cores; preprocessing runs in its own thread pool.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from service.config import get_settings
-from service.main import create_app
+import logging  # noqa: E402
+
+import uvicorn  # noqa: E402
+
+from service.config import get_settings  # noqa: E402
+from service.main import create_app  # noqa: E402
 
 
 def main() -> None:

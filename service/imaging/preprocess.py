@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from service.runtime.manifest import Preprocessing
 
@@ -51,30 +50,43 @@ def resample_patch(
     if any(b <= a for a, b in zip(lo, hi, strict=True)):
         return np.full((size,) * 3, spec.fill_hu, dtype=np.float32), 0.0
     region = np.asarray(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
-    if any(sig > 0.1 for sig in sigmas):
-        region = ndimage.gaussian_filter(region, sigmas, mode="nearest", truncate=3.0)
-    cube = _separable_linear(region, coords, spec.fill_hu)
-    return cube, inside
+    weights = [axis_weights(n, pos, sig) for n, pos, sig in zip(region.shape, coords, sigmas, strict=True)]
+    cube = _apply_separable(region, [w for w, _ in weights])
+    valid = weights[0][1][:, None, None] & weights[1][1][None, :, None] & weights[2][1][None, None, :]
+    if not valid.all():
+        cube = np.where(valid, cube, np.float32(spec.fill_hu))
+    return np.ascontiguousarray(cube, dtype=np.float32), inside
 
 
-def _separable_linear(region: np.ndarray, coords: list[np.ndarray], fill: float) -> np.ndarray:
-    """Trilinear resampling on an axis-aligned grid as three 1-D interpolations (cheaper than 3-D)."""
-    out = region
-    for axis, pos in enumerate(coords):
-        n = out.shape[axis]
-        base = np.floor(pos).astype(np.int64)
-        frac = (pos - base).astype(np.float32)
-        valid = (pos >= -0.5) & (pos <= n - 0.5)
-        i0 = np.clip(base, 0, n - 1)
-        i1 = np.clip(base + 1, 0, n - 1)
-        a = np.take(out, i0, axis=axis)
-        b = np.take(out, i1, axis=axis)
-        shape = [1, 1, 1]
-        shape[axis] = len(pos)
-        f = frac.reshape(shape)
-        out = a + (b - a) * f
-        out = np.where(valid.reshape(shape), out, np.float32(fill))
-    return np.ascontiguousarray(out, dtype=np.float32)
+def axis_weights(n_in: int, pos: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n_out, n_in) matrix that low-pass filters (Gaussian, edges repeated) then interpolates linearly at pos,
+    and the mask of positions inside [-0.5, n_in - 0.5]. One matrix product per axis does the whole resampling."""
+    n_out = len(pos)
+    base = np.floor(pos).astype(np.int64)
+    frac = pos - base
+    rows = np.arange(n_out)
+    interp = np.zeros((n_out, n_in))
+    np.add.at(interp, (rows, np.clip(base, 0, n_in - 1)), 1.0 - frac)
+    np.add.at(interp, (rows, np.clip(base + 1, 0, n_in - 1)), frac)
+    if sigma > 0.1:
+        radius = int(3.0 * sigma + 0.5)
+        offsets = np.arange(-radius, radius + 1)
+        kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+        kernel /= kernel.sum()
+        blur = np.zeros((n_in, n_in))
+        src = np.arange(n_in)
+        for offset, weight in zip(offsets, kernel, strict=True):
+            np.add.at(blur, (src, np.clip(src + offset, 0, n_in - 1)), weight)
+        interp = interp @ blur
+    return interp.astype(np.float32), (pos >= -0.5) & (pos <= n_in - 0.5)
+
+
+def _apply_separable(region: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    """out[a, b, c] = sum Wz[a, i] Wy[b, j] Wx[c, k] region[i, j, k], as three BLAS products."""
+    wz, wy, wx = weights
+    out = np.tensordot(region, wx, axes=(2, 1))  # (Z, Y, c)
+    out = np.tensordot(wy, out, axes=(1, 1))  # (b, Z, c)
+    return np.tensordot(wz, out, axes=(1, 1))  # (a, b, c)
 
 
 def window(hu: np.ndarray, spec: Preprocessing) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -43,10 +44,26 @@ _BODY = {
 }
 
 
-def _prepare(volume: np.ndarray, spacing_value: Any, center_value: Any, manifest: Manifest):
-    """Validate and preprocess one patch (runs in a worker thread)."""
-    spacing = parse_spacing(spacing_value)
-    center = parse_voxel_center(center_value, volume.shape)
+@dataclass
+class PatchInput:
+    """What the body carried, before any array work: .npy bytes or a JSON document, and the form fields."""
+
+    npy: bytes | None = None
+    json_body: bytes | None = None
+    spacing: Any = None
+    center: Any = None
+
+
+def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.ndarray, tuple, list[str]]:
+    """Parse, validate and preprocess one patch; runs in a worker thread, once per request."""
+    if item.json_body is not None:
+        volume, item.spacing, item.center = read_json_patch(item.json_body)
+        if volume.size > max_voxels:
+            raise PayloadTooLarge(f"the patch has {volume.size} voxels; the limit is {max_voxels}")
+    else:
+        volume = read_npy(item.npy or b"", max_voxels)
+    spacing = parse_spacing(item.spacing)
+    center = parse_voxel_center(item.center, volume.shape)
     check_finite(volume)
     warnings = check_hounsfield(volume)
     spec = manifest.preprocessing
@@ -61,10 +78,9 @@ def _prepare(volume: np.ndarray, spacing_value: Any, center_value: Any, manifest
     return cube, center, warnings
 
 
-async def _read_patch(request: Request, state: ServiceState) -> tuple[Any, Any, Any]:
-    """(volume array or bytes-derived array, spacing value, center value) from the body, by content type."""
+async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
+    """The body's parts by content type; array work is left to _prepare."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limits = state.settings
     if ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=4, max_fields=16)
@@ -77,17 +93,14 @@ async def _read_patch(request: Request, state: ServiceState) -> tuple[Any, Any, 
             raise UnusableInput("the form needs a 'patch' file (.npy of HU values, axes z, y, x)")
         if not isinstance(upload, UploadFile):
             raise UnusableInput("'patch' must be a file part (.npy), not a text field")
-        data = await upload.read()
-        volume = await _in_pool(state, read_npy, data, limits.max_patch_voxels)
-        return volume, form.get("spacing"), form.get("center")
+        return PatchInput(npy=await upload.read(), spacing=form.get("spacing"), center=form.get("center"))
     if ctype == "application/json":
         body = await request.body()
-        if len(body) > limits.max_json_bytes:
-            raise PayloadTooLarge(f"JSON bodies are limited to {limits.max_json_bytes} bytes; send a .npy upload")
-        patch, spacing, center = await _in_pool(state, read_json_patch, body)
-        if patch.size > limits.max_patch_voxels:
-            raise PayloadTooLarge(f"the patch has {patch.size} voxels; the limit is {limits.max_patch_voxels}")
-        return patch, spacing, center
+        if len(body) > state.settings.max_json_bytes:
+            raise PayloadTooLarge(
+                f"JSON bodies are limited to {state.settings.max_json_bytes} bytes; send a .npy upload"
+            )
+        return PatchInput(json_body=body)
     shown = ctype or "none"
     raise UnsupportedMediaType(
         f"content type {shown!r} is not supported; send multipart/form-data (patch=.npy, spacing) or application/json"
@@ -115,9 +128,9 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
     deadline = started + state.settings.request_timeout_s
     manifest = state.model.manifest
-    volume, spacing, center = await _read_patch(request, state)
+    item = await _read_patch(request, state)
     t_pre = time.perf_counter()
-    cube, center_zyx, warnings = await _in_pool(state, _prepare, volume, spacing, center, manifest)
+    cube, center_zyx, warnings = await _in_pool(state, _prepare, item, manifest, state.settings.max_patch_voxels)
     preprocess_s = time.perf_counter() - t_pre
     state.metrics.preprocess_seconds.observe(preprocess_s)
     prediction = await state.batcher.submit(cube, deadline)
