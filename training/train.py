@@ -1,7 +1,7 @@
 """Train Res-MTNet on phantoms and LIDC nodules. Single CPU process, or data-parallel under torchrun.
 
 python -m training.train --data-root ../shared/datasets --out checkpoints --epochs 24
-torchrun --nproc-per-node 2 -m training.train ...     # each rank trains on its shard
+torchrun --standalone --nproc-per-node 2 -m training.train ...     # each rank trains on its shard
 python -m training.train ... --resume checkpoints/last.pt
 """
 

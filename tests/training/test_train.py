@@ -62,3 +62,18 @@ def test_training_lowers_the_loss_and_resumes(tmp_path):
     assert total[-1] < total[0]
     model, _ = load_checkpoint(out / "last.pt")
     assert model.config.widths == [4, 8]
+
+
+def test_torchrun_trains_data_parallel_on_two_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "training.train", *TINY, "--epochs", "2", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert len(state["history"]) == 2
