@@ -8,7 +8,9 @@ DATA ?= ../shared/datasets
 # onnxruntime-gpu where an NVIDIA driver is present, the CPU build elsewhere.
 RUNTIME ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 MODEL_VERSION ?= 1.0.0
-EPOCHS ?= 24
+# The committed default model's recipe.
+TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
+	--weight-decay 5e-4 --lidc-repeats 2
 
 .PHONY: run test train bench lint clean
 
@@ -40,11 +42,15 @@ lint: $(VENV)/.dev
 
 # Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). About an hour on 2 CPU cores.
 train: $(VENV)/.dev
-	$(PY) -m training.train --data-root $(DATA) --out checkpoints --epochs $(EPOCHS)
+	$(PY) -m training.train --data-root $(DATA) --out checkpoints $(TRAIN_ARGS)
 	$(PY) -m training.evaluate --checkpoint checkpoints/last.pt --data-root $(DATA) \
 		--out checkpoints/evaluation.json --real-inputs-out checkpoints/real_inputs.npy
 	$(PY) -m training.export --checkpoint checkpoints/last.pt --version $(MODEL_VERSION) \
 		--evaluation checkpoints/evaluation.json --real-inputs checkpoints/real_inputs.npy
+
+# Service vs onnxruntime in-process, concurrency 1..32; writes bench/results/serve-latest.{md,csv}.
+bench: $(VENV)/.dev
+	$(PY) -m bench.serve
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache

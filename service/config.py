@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         description="auto: CUDA when onnxruntime has it, else CPU; cuda: CUDA or not ready; cpu: CPU only",
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = one per core")
+    intra_op_spinning: bool = Field(
+        False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"
+    )
     preprocess_threads: int = Field(2, ge=1, description="worker threads for parsing and resampling")
     max_batch_size: int = Field(16, ge=1, le=512, description="largest batch the batcher forms")
     max_delay_ms: float = Field(1.0, ge=0, description="how long a batch waits for company after its first request")

@@ -32,7 +32,7 @@ class ServiceState:
     def _load(self) -> tuple[ModelSession, list[int] | None, list[int]]:
         s = self.settings
         entry = resolve(s.model_store, s.model_name, s.model_version)
-        model = open_session(entry, s.provider, s.intra_op_threads)
+        model = open_session(entry, s.provider, s.intra_op_threads, s.intra_op_spinning)
         pad = s.pad_batches == "yes" or (s.pad_batches == "auto" and model.provider == CUDA)
         pad_sizes = power_of_two_sizes(s.max_batch_size) if pad else None
         warm_sizes = pad_sizes or list(range(1, s.max_batch_size + 1))

@@ -22,13 +22,15 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def task_losses(out: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+def task_losses(
+    out: dict[str, torch.Tensor], batch: Batch, malignancy_smoothing: float = 0.0
+) -> dict[str, torch.Tensor]:
     occ = F.binary_cross_entropy_with_logits(out["occupancy_logits"], batch.occupancy, reduction="none")
     occ = occ.mean(dim=(2, 3, 4)) * 10.0  # (N, 2)
     log_pred = torch.log1p(out["measurements"])
     log_true = torch.log1p(batch.measurements)
     meas = F.smooth_l1_loss(log_pred, log_true, reduction="none", beta=0.05)  # (N, 3)
-    mal = F.cross_entropy(out["malignancy"], batch.malignant, reduction="none")
+    mal = F.cross_entropy(out["malignancy"], batch.malignant, reduction="none", label_smoothing=malignancy_smoothing)
     kind = F.cross_entropy(out["nodule_type"], batch.nodule_type, reduction="none")
     attrs = F.smooth_l1_loss(out["attributes"], batch.attributes, reduction="none", beta=0.5)
     return {
@@ -40,5 +42,6 @@ def task_losses(out: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.T
     }
 
 
-def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-    return sum(TASK_WEIGHTS[name] * value for name, value in losses.items())  # type: ignore[return-value]
+def total_loss(losses: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
+    weights = weights or TASK_WEIGHTS
+    return sum(weights[name] * value for name, value in losses.items())  # type: ignore[return-value]

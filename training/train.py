@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lidc-repeats", type=int, default=3, help="LIDC passes per epoch")
     p.add_argument("--widths", type=int, nargs="+", default=[24, 48, 96])
     p.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 2])
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--malignancy-weight", type=float, default=1.0, help="weight of the malignancy loss")
+    p.add_argument("--malignancy-smoothing", type=float, default=0.0, help="label smoothing of malignancy")
+    p.add_argument("--max-shift", type=int, default=0, help="random shift augmentation, in 2.5 mm voxels")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores / ranks")
     p.add_argument("--resume", type=Path, default=None, help="continue the run saved in this checkpoint")
@@ -77,6 +81,10 @@ def epoch_data(phantoms: Batch, lidc: LidcSource | None, repeats: int) -> Batch:
     return Batch.concat(parts)
 
 
+def task_weights(args: argparse.Namespace) -> dict[str, float]:
+    return {**TASK_WEIGHTS, "malignancy": args.malignancy_weight}
+
+
 def save_checkpoint(path: Path, model: ResMTNet, opt, sched, epoch: int, args, history: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -89,7 +97,8 @@ def save_checkpoint(path: Path, model: ResMTNet, opt, sched, epoch: int, args, h
             "epoch": epoch,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "preprocessing": PREPROCESSING.model_dump(),
-            "task_weights": TASK_WEIGHTS,
+            "task_weights": task_weights(args),
+            "malignancy_smoothing": args.malignancy_smoothing,
             "history": history,
         },
         tmp,
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> Path:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+    weights = task_weights(args)
     gen = torch.Generator().manual_seed(args.seed * 1000 + rank)
     last = args.out / "last.pt"
     end_epoch = min(args.epochs, start_epoch + args.stop_after) if args.stop_after else args.epochs
@@ -140,10 +150,10 @@ def main(argv: list[str] | None = None) -> Path:
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0, leave=False)
         for step in bar:
             batch = data.index(order[step * args.batch_size : (step + 1) * args.batch_size])
-            batch.image, batch.occupancy = augment(batch.image.float(), batch.occupancy.float(), gen)
+            batch.image, batch.occupancy = augment(batch.image.float(), batch.occupancy.float(), gen, args.max_shift)
             out = model.forward_train(batch.image)
-            losses = task_losses(out, batch)
-            loss = total_loss(losses)
+            losses = task_losses(out, batch, args.malignancy_smoothing)
+            loss = total_loss(losses, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:  # data parallel: average gradients over ranks before every step

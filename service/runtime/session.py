@@ -58,13 +58,16 @@ def _check_shapes(declared: list[TensorSpec], actual: list, kind: str) -> None:
             raise SessionError(f"{kind} {spec.name}: model shape {shape}, manifest shape {spec.shape}")
 
 
-def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0) -> ModelSession:
+def open_session(
+    entry: ModelEntry, provider: str, intra_op_threads: int = 0, spinning: bool = True
+) -> ModelSession:
     """Create the session; verify tensors against the manifest and report which provider is really active."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     requested = _providers(provider)
     session = ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=requested)
     _check_shapes(entry.manifest.inputs, session.get_inputs(), "input")

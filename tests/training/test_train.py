@@ -71,8 +71,23 @@ def test_torchrun_trains_data_parallel_on_two_processes(tmp_path):
     from tests.conftest import REPO
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "training.train", *TINY, "--epochs", "2", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "training.train",
+        *TINY,
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     state = torch.load(out / "last.pt", weights_only=False)

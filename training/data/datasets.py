@@ -148,8 +148,10 @@ class LidcSource:
         )
 
 
-def augment(image: torch.Tensor, occupancy: torch.Tensor, generator: torch.Generator) -> tuple:
-    """Random flips of z, y, x and a y/x transpose, each per example; axial measurements are unchanged."""
+def augment(image: torch.Tensor, occupancy: torch.Tensor, generator: torch.Generator, max_shift: int = 0) -> tuple:
+    """Random flips of z, y, x and a y/x transpose, each per example; axial measurements are unchanged.
+    With max_shift > 0, each example also moves by up to max_shift coarse voxels (2x that in input voxels) per axis,
+    as an off-centre click would move it."""
     n = image.shape[0]
     flips = torch.rand(n, 4, generator=generator) < 0.5
     image, occupancy = image.clone(), occupancy.clone()
@@ -162,4 +164,11 @@ def augment(image: torch.Tensor, occupancy: torch.Tensor, generator: torch.Gener
     if idx.any():
         image[idx] = image[idx].transpose(3, 4)
         occupancy[idx] = occupancy[idx].transpose(3, 4)
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (n, 3), generator=generator)
+        for i in range(n):
+            s = [int(v) for v in shifts[i]]
+            if any(s):
+                image[i] = image[i].roll([2 * v for v in s], dims=(1, 2, 3))
+                occupancy[i] = occupancy[i].roll(s, dims=(1, 2, 3))
     return image, occupancy
