@@ -29,9 +29,11 @@ class Settings(BaseSettings):
     intra_op_spinning: bool = Field(
         False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"
     )
-    preprocess_threads: int = Field(2, ge=1, description="worker threads for parsing and resampling")
+    preprocess_threads: int = Field(1, ge=1, description="worker threads for parsing and resampling")
     max_batch_size: int = Field(16, ge=1, le=512, description="largest batch the batcher forms")
-    max_delay_ms: float = Field(1.0, ge=0, description="how long a batch waits for company after its first request")
+    max_delay_ms: float = Field(
+        0.0, ge=0, description="how long a batch waits for company after its first request (0: never; 2 on a GPU)"
+    )
     max_queue: int = Field(256, ge=1, description="requests waiting for the model; more are refused with 503")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival; past it, 504")
     pad_batches: Literal["auto", "yes", "no"] = Field(

@@ -9,6 +9,7 @@ import ast
 import json
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,13 @@ def read_npy(data: bytes | memoryview, max_voxels: int) -> np.ndarray:
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
-def _parse_header(raw: bytes) -> tuple[np.dtype, list[int], bool]:
+@lru_cache(maxsize=256)
+def _parse_header(raw: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """The header's dtype, shape and order; cached, since clients send the same shapes again and again."""
     try:
         header = ast.literal_eval(raw.decode("latin1"))
         dtype = np.dtype(header["descr"])
-        shape = [int(n) for n in header["shape"]]
+        shape = tuple(int(n) for n in header["shape"])
         fortran = bool(header["fortran_order"])
     except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError) as exc:
         raise MalformedInput(f"the .npy header cannot be read: {type(exc).__name__}") from None

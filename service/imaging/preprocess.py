@@ -7,6 +7,7 @@ All arrays use axes (z, y, x); spacings are millimetres per voxel along those ax
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -50,12 +51,23 @@ def resample_patch(
     if any(b <= a for a, b in zip(lo, hi, strict=True)):
         return np.full((size,) * 3, spec.fill_hu, dtype=np.float32), 0.0
     region = np.asarray(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
-    weights = [axis_weights(n, pos, sig) for n, pos, sig in zip(region.shape, coords, sigmas, strict=True)]
+    weights = [
+        _cached_axis_weights(n, pos.tobytes(), float(sig))
+        for n, pos, sig in zip(region.shape, coords, sigmas, strict=True)
+    ]
     cube = _apply_separable(region, [w for w, _ in weights])
     valid = weights[0][1][:, None, None] & weights[1][1][None, :, None] & weights[2][1][None, None, :]
     if not valid.all():
         cube = np.where(valid, cube, np.float32(spec.fill_hu))
     return np.ascontiguousarray(cube, dtype=np.float32), inside
+
+
+@lru_cache(maxsize=512)
+def _cached_axis_weights(n_in: int, pos_bytes: bytes, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """axis_weights for repeated geometries (the same scanner protocol and patch size): built once."""
+    weights, valid = axis_weights(n_in, np.frombuffer(pos_bytes, dtype=np.float64), sigma)
+    weights.flags.writeable = False
+    return weights, valid
 
 
 def axis_weights(n_in: int, pos: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:

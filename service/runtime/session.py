@@ -58,9 +58,7 @@ def _check_shapes(declared: list[TensorSpec], actual: list, kind: str) -> None:
             raise SessionError(f"{kind} {spec.name}: model shape {shape}, manifest shape {spec.shape}")
 
 
-def open_session(
-    entry: ModelEntry, provider: str, intra_op_threads: int = 0, spinning: bool = True
-) -> ModelSession:
+def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, spinning: bool = True) -> ModelSession:
     """Create the session; verify tensors against the manifest and report which provider is really active."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
