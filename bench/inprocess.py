@@ -36,3 +36,30 @@ def measure(session: ort.InferenceSession, batch: int, size: int, seconds: float
         "p50_ms": float(np.percentile(times, 50) * 1000),
         "p99_ms": float(np.percentile(times, 99) * 1000),
     }
+
+
+def measure_parallel(model: Path, sessions: int, batch: int, size: int, seconds: float = 5.0) -> dict[str, float]:
+    """Patches per second of `sessions` single-threaded sessions running side by side (as the service's workers)."""
+    import threading
+
+    pool = [open_session(model, 1) for _ in range(sessions)]
+    x = np.random.default_rng(0).random((batch, 1, size, size, size), dtype=np.float32)
+    name = pool[0].get_inputs()[0].name
+    for s in pool:
+        s.run(None, {name: x})
+    counts = [0] * sessions
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop:
+            pool[i].run(None, {name: x})
+            counts[i] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - started
+    return {"batch": batch, "sessions": sessions, "patches_per_s": sum(counts) * batch / total}

@@ -1,7 +1,7 @@
 """The dynamic batcher: one per model. Requests queue (bounded); a loop collects up to max_batch_size of them,
 waiting at most max_delay after the first, drops those whose deadline passed or whose client left, and runs the
-rest as one onnxruntime call in a single worker thread, so one run at a time per session and the event loop
-never touches array work beyond a list append.
+rest as one onnxruntime call in a worker thread: one run at a time per session (several sessions may run side by
+side), and the event loop never touches array work.
 """
 
 from __future__ import annotations
@@ -78,9 +78,12 @@ def power_of_two_sizes(max_batch_size: int) -> list[int]:
 
 
 class Batcher:
+    """Queue, collect, run. With several runs (one onnxruntime session each), batches run side by side, each
+    session one batch at a time; a batch is collected only once a session is free, so batches grow under load."""
+
     def __init__(
         self,
-        run: RunBatch,
+        run: RunBatch | list[RunBatch],
         *,
         max_batch_size: int,
         max_delay_s: float,
@@ -89,17 +92,21 @@ class Batcher:
         metrics: Metrics | None = None,
         retry_after_s: int = 1,
     ) -> None:
-        self._run = run
+        self._runs = run if isinstance(run, list) else [run]
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.pad_sizes = pad_sizes
         self.metrics = metrics
         self.retry_after_s = retry_after_s
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        self._executor = ThreadPoolExecutor(max_workers=len(self._runs), thread_name_prefix="onnxruntime")
+        self._idle: asyncio.Queue[RunBatch] = asyncio.Queue()
+        self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        for run in self._runs:
+            self._idle.put_nowait(run)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def stop(self) -> None:
@@ -107,6 +114,8 @@ class Batcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     def _reject(self, reason: str) -> None:
@@ -133,23 +142,31 @@ class Batcher:
             raise DeadlineExceeded("the request's deadline passed before the model answered") from None
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
+            run = await self._idle.get()
             batch = await collect_batch(self._queue, self.max_batch_size, self.max_delay_s)
             if self.metrics:
                 self.metrics.queue_depth.set(self._queue.qsize())
             live = self._live(batch)
             if not live:
+                self._idle.put_nowait(run)
                 continue
+            task = asyncio.get_running_loop().create_task(self._execute(run, live))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute(self, run: RunBatch, live: list[Pending]) -> None:
+        """One onnxruntime call for the batch in a worker thread; every request gets its row or the error."""
+        try:
             started = time.perf_counter()
             inputs = self._stack(live)
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, inputs)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for p in live:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                continue
+                return
             elapsed = time.perf_counter() - started
             if self.metrics:
                 self.metrics.inference_seconds.observe(elapsed)
@@ -160,6 +177,8 @@ class Batcher:
                     p.future.set_result(Prediction([o[i] for o in outputs], queued, elapsed, len(live)))
                     if self.metrics:
                         self.metrics.queue_seconds.observe(queued)
+        finally:
+            self._idle.put_nowait(run)
 
     def _live(self, batch: list[Pending]) -> list[Pending]:
         """Drop requests whose client is gone (future cancelled) or whose deadline has passed."""

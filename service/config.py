@@ -25,7 +25,17 @@ class Settings(BaseSettings):
         "auto",
         description="auto: CUDA when onnxruntime has it, else CPU; cuda: CUDA or not ready; cpu: CPU only",
     )
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = one per core")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="onnxruntime sessions running batches side by side; 0 = one per 4 cores on CPU, one on CUDA",
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads per session; 0 = cores / sessions on CPU, onnxruntime's own on CUDA",
+    )
     intra_op_spinning: bool = Field(
         False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"
     )

@@ -150,3 +150,27 @@ async def test_a_model_error_reaches_every_request_of_the_batch():
     finally:
         await batcher.stop()
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_several_sessions_run_batches_side_by_side():
+    active, peak = 0, 0
+    lock = threading.Lock()
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        with lock:
+            active -= 1
+        return [batch[:, 0, 0, 0, :1]]
+
+    batcher = Batcher([run, run], max_batch_size=2, max_delay_s=0, max_queue=64)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(8)))
+    finally:
+        await batcher.stop()
+    assert [float(r.outputs[0][0]) for r in results] == list(range(8))
+    assert peak == 2

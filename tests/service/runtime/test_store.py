@@ -66,3 +66,15 @@ def test_session_reports_the_active_provider(tiny_store):
     assert model.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
     cpu = open_session(resolve(tiny_store, "res_mtnet"), "cpu")
     assert cpu.provider == "CPUExecutionProvider" and cpu.provider_note == ""
+
+
+def test_worker_plan_shares_the_cores_among_sessions_on_cpu():
+    from service.config import Settings
+    from service.state import worker_plan
+
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert worker_plan(Settings(), "CPUExecutionProvider") == (max(cores // 4, 1), cores // max(cores // 4, 1))
+    assert worker_plan(Settings(workers=cores), "CPUExecutionProvider") == (cores, 1)
+    assert worker_plan(Settings(workers=1), "CPUExecutionProvider") == (1, cores)
+    assert worker_plan(Settings(workers=1, intra_op_threads=3), "CPUExecutionProvider") == (1, 3)
+    assert worker_plan(Settings(), "CUDAExecutionProvider") == (1, 0)
