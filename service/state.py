@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from service.batching import Batcher, power_of_two_sizes
 from service.config import Settings
 from service.metrics import Metrics
-from service.runtime.session import CUDA, ModelSession, SessionError, open_session, warm_up
+from service.runtime.session import CUDA, ModelSession, SessionError, expected_provider, open_session, warm_up
 from service.runtime.store import ModelStoreError, resolve
 
 log = logging.getLogger("resmtnet")
@@ -45,12 +45,9 @@ class ServiceState:
         """Verified sessions (one per worker), each warmed at every batch size the batcher can form."""
         s = self.settings
         entry = resolve(s.model_store, s.model_name, s.model_version)
-        first = open_session(entry, s.provider, s.intra_op_threads, s.intra_op_spinning)
-        workers, threads = worker_plan(s, first.provider)
-        models = [
-            first if threads == s.intra_op_threads else open_session(entry, s.provider, threads, s.intra_op_spinning)
-        ]
-        models += [open_session(entry, s.provider, threads, s.intra_op_spinning) for _ in range(workers - 1)]
+        workers, threads = worker_plan(s, expected_provider(s.provider))
+        models = [open_session(entry, s.provider, threads, s.intra_op_spinning) for _ in range(workers)]
+        first = models[0]
         pad = s.pad_batches == "yes" or (s.pad_batches == "auto" and first.provider == CUDA)
         pad_sizes = power_of_two_sizes(s.max_batch_size) if pad else None
         if first.provider == CUDA or s.provider != "cuda":

@@ -40,6 +40,11 @@ class ModelSession:
         return self.session.run(self.output_names, {self.manifest.input.name: batch})
 
 
+def expected_provider(setting: str) -> str:
+    """The provider a session will try first for this setting (it may still fall back to CPU)."""
+    return _providers(setting)[0]
+
+
 def _providers(setting: str) -> list[str]:
     available = ort.get_available_providers()
     if setting in ("auto", "cuda") and CUDA in available:
