@@ -138,6 +138,8 @@ class Batcher:
         try:
             return await asyncio.wait_for(future, max(deadline - time.perf_counter(), 0.0))
         except TimeoutError:
+            if future.done() and not future.cancelled():  # the batcher settled it first (and counted it)
+                return future.result()
             self._reject("deadline")
             raise DeadlineExceeded("the request's deadline passed before the model answered") from None
 

@@ -105,6 +105,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", extra={"error_type": type(exc).__name__})
-        return problem_response(500, "internal-error", "internal error; the request id is in X-Request-ID")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "unknown")
+        log.error("unexpected %s in request %s", type(exc).__name__, request_id, exc_info=exc)
+        return problem_response(
+            500, "internal-error", f"internal error in request {request_id}", {"X-Request-ID": request_id}
+        )

@@ -17,6 +17,8 @@ import numpy as np
 from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 
 NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER = 65536  # numpy itself refuses headers over 10,000 bytes by default
+MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 _ALLOWED_KINDS = {"i", "u", "f"}
 
@@ -34,6 +36,8 @@ def read_npy(data: bytes | memoryview, max_voxels: int) -> np.ndarray:
         header_len, start = int.from_bytes(data[8:12], "little"), 12
     else:
         raise MalformedInput(f"unsupported .npy format version {major}")
+    if header_len > MAX_NPY_HEADER:
+        raise MalformedInput(f"the .npy header is {header_len} bytes; at most {MAX_NPY_HEADER} are accepted")
     raw_header = bytes(data[start : start + header_len])
     if len(raw_header) < header_len:
         raise MalformedInput("the .npy header is truncated")
@@ -106,7 +110,7 @@ def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, floa
         if text.startswith("["):
             try:
                 items = json.loads(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 raise UnusableInput(f"{name} {text[:40]!r} is not 'z,y,x' numbers") from None
         else:
             items = text.split(",")
@@ -122,10 +126,12 @@ def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, floa
             if isinstance(item, bool):
                 raise ValueError
             v = float(item)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UnusableInput(f"{name} along {axis} is not a number: {str(item)[:20]!r}") from None
         if not math.isfinite(v) or v <= 0:
             raise UnusableInput(f"{name} along {axis} must be positive and finite; got {v:g}")
+        if v < MIN_SPACING_MM:
+            raise UnusableInput(f"{name} along {axis} is {v:g} mm; at least {MIN_SPACING_MM:g} mm is accepted")
         if v > MAX_SPACING_MM:
             raise UnusableInput(f"{name} along {axis} is {v:g} mm; at most {MAX_SPACING_MM:g} mm is accepted")
         out.append(v)
@@ -139,15 +145,18 @@ def parse_voxel_center(value: Any, shape: Sequence[int]) -> tuple[float, float, 
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise UnusableInput('center must be JSON like {"i": 31, "j": 31, "k": 15}') from None
     if not isinstance(value, dict) or set(value) != {"i", "j", "k"}:
         raise UnusableInput('center must be an object with exactly "i" (column), "j" (row) and "k" (slice)')
     zyx = []
     for key, n in zip("kji", shape, strict=True):
         v = value[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise UnusableInput(f"center.{key} must be a number")
+        try:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError
+        except (ValueError, OverflowError):
+            raise UnusableInput(f"center.{key} must be a finite number") from None
         if not -0.5 <= v <= n - 0.5:
             raise UnusableInput(f"center.{key} = {v:g} is outside the patch (0..{n - 1})")
         zyx.append(float(v))
@@ -160,8 +169,8 @@ def read_json_patch(body: bytes) -> tuple[np.ndarray, Any, Any]:
         raise MalformedInput("the request body is empty")
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedInput(f"the body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers too long to convert
+        raise MalformedInput(f"the body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise MalformedInput("the JSON body is nested too deeply") from None
     if not isinstance(doc, dict):
@@ -173,7 +182,7 @@ def read_json_patch(body: bytes) -> tuple[np.ndarray, Any, Any]:
         raise UnusableInput('"patch" is required: a 3-D array of HU values, axes (z, y, x)')
     try:
         patch = np.asarray(doc["patch"], dtype=np.float32)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise UnusableInput('"patch" must be a regular 3-D array of numbers (every row the same length)') from None
     if patch.ndim != 3:
         raise UnusableInput(f"the patch must be 3-D with axes (z, y, x); got {patch.ndim} dimension(s)")

@@ -15,7 +15,14 @@ from starlette.formparsers import MultiPartException
 
 from service.api.deps import get_state
 from service.api.schemas import NOTICE, JsonPatchRequest, MultipartPatchRequest, PredictResponse, Problem
-from service.errors import MalformedInput, NotReady, PayloadTooLarge, UnsupportedMediaType, UnusableInput
+from service.errors import (
+    DeadlineExceeded,
+    MalformedInput,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UnusableInput,
+)
 from service.imaging.formats import (
     check_finite,
     check_hounsfield,
@@ -95,8 +102,10 @@ async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
             raise UnusableInput("'patch' must be a file part (.npy), not a text field")
         return PatchInput(npy=await upload.read(), spacing=form.get("spacing"), center=form.get("center"))
     if ctype == "application/json":
-        body = await request.body()
-        if len(body) > state.settings.max_json_bytes:
+        declared = request.headers.get("content-length", "")
+        too_long = declared.isdigit() and int(declared) > state.settings.max_json_bytes
+        body = b"" if too_long else await request.body()
+        if too_long or len(body) > state.settings.max_json_bytes:
             raise PayloadTooLarge(
                 f"JSON bodies are limited to {state.settings.max_json_bytes} bytes; send a .npy upload"
             )
@@ -109,6 +118,13 @@ async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
 
 async def _in_pool(state: ServiceState, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(state.preprocess_pool, fn, *args)
+
+
+def _check_deadline(deadline: float, state: ServiceState) -> None:
+    """Spend no more work on a request that can only answer 504."""
+    if time.perf_counter() >= deadline:
+        state.metrics.rejections.labels(reason="deadline").inc()
+        raise DeadlineExceeded("the request's deadline passed while its body was being received")
 
 
 def _result(manifest: Manifest, outputs: list[np.ndarray], center, warnings: list[str]) -> dict[str, Any]:
@@ -129,6 +145,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     deadline = started + state.settings.request_timeout_s
     manifest = state.model.manifest
     item = await _read_patch(request, state)
+    _check_deadline(deadline, state)
     t_pre = time.perf_counter()
     cube, center_zyx, warnings = await _in_pool(state, _prepare, item, manifest, state.settings.max_patch_voxels)
     preprocess_s = time.perf_counter() - t_pre

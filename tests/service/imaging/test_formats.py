@@ -125,3 +125,30 @@ def test_json_patch_reader():
         read_json_patch(json.dumps({"patch": [[1, 2]], "spacing": [1, 1, 1]}).encode())
     with pytest.raises(UnusableInput, match="unknown fields"):
         read_json_patch(json.dumps({"patch": [[[1]]], "extra": 1}).encode())
+
+
+NPY_MAGIC_V2 = b"\x93NUMPY\x02\x00"
+
+
+def test_read_npy_refuses_huge_headers_before_parsing_them():
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1), }" + b" " * 200_000 + b"\n"
+    data = NPY_MAGIC_V2 + len(header).to_bytes(4, "little") + header + b"\0\0\0\0"
+    with pytest.raises(MalformedInput, match="header is"):
+        read_npy(data, 1000)
+
+
+@pytest.mark.parametrize("value", ["1e-200,1,1", "0.001,1,1", "[" * 100_000, "9" * 5000 + ",1,1", [10**400, 1, 1]])
+def test_absurd_spacings_are_refused_not_crashed_on(value):
+    with pytest.raises(UnusableInput):
+        parse_spacing(value)
+
+
+def test_absurd_json_numbers_and_nesting_are_refused():
+    with pytest.raises(MalformedInput):
+        read_json_patch(b'{"patch": ' + b"9" * 5000 + b"}")
+    with pytest.raises(UnusableInput):
+        read_json_patch(b'{"patch": [[[' + b"9" * 400 + b']]], "spacing": [1, 1, 1]}')
+    with pytest.raises(UnusableInput):
+        parse_voxel_center({"i": 10**400, "j": 1, "k": 1}, (4, 4, 4))
+    with pytest.raises(UnusableInput):
+        parse_voxel_center("[" * 100_000, (4, 4, 4))
