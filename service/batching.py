@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, Overloaded
+from service.errors import DeadlineExceeded, NotReady, Overloaded
 from service.metrics import Metrics
 
 RunBatch = Callable[[np.ndarray], list[np.ndarray]]
@@ -116,6 +116,12 @@ class Batcher:
                 await self._task
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+        while not self._queue.empty():  # nobody will run these any more: answer them now
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(
+                    NotReady("the service is shutting down; retry", headers={"Retry-After": "1"})
+                )
         self._executor.shutdown(wait=True)
 
     def _reject(self, reason: str) -> None:

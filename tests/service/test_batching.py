@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.batching import Batcher, Pending, collect_batch, padded_size, power_of_two_sizes
-from service.errors import DeadlineExceeded, Overloaded
+from service.errors import DeadlineExceeded, NotReady, Overloaded
 from service.metrics import Metrics
 
 
@@ -174,3 +174,19 @@ async def test_several_sessions_run_batches_side_by_side():
         await batcher.stop()
     assert [float(r.outputs[0][0]) for r in results] == list(range(8))
     assert peak == 2
+
+
+async def test_stopping_answers_what_is_still_queued():
+    model = FakeModel()
+    model.release.clear()
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=8)
+    batcher.start()
+    running = asyncio.create_task(batcher.submit(patch(0), far()))
+    await asyncio.sleep(0.02)
+    queued = asyncio.create_task(batcher.submit(patch(1), far()))
+    await asyncio.sleep(0.02)
+    model.release.set()
+    await batcher.stop()
+    assert float((await running).outputs[0][0]) == 0.0
+    with pytest.raises(NotReady):
+        await queued
