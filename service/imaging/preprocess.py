@@ -66,7 +66,8 @@ def resample_patch(
 def _cached_axis_weights(n_in: int, pos_bytes: bytes, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """axis_weights for repeated geometries (the same scanner protocol and patch size): built once."""
     weights, valid = axis_weights(n_in, np.frombuffer(pos_bytes, dtype=np.float64), sigma)
-    weights.flags.writeable = False
+    weights.flags.writeable = False  # shared by every later request with the same geometry
+    valid.flags.writeable = False
     return weights, valid
 
 

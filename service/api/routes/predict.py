@@ -63,14 +63,15 @@ class PatchInput:
 
 def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.ndarray, tuple, list[str]]:
     """Parse, validate and preprocess one patch; runs in a worker thread, once per request."""
+    spacing_value, center_value = item.spacing, item.center
     if item.json_body is not None:
-        volume, item.spacing, item.center = read_json_patch(item.json_body)
+        volume, spacing_value, center_value = read_json_patch(item.json_body)
         if volume.size > max_voxels:
             raise PayloadTooLarge(f"the patch has {volume.size} voxels; the limit is {max_voxels}")
     else:
         volume = read_npy(item.npy or b"", max_voxels)
-    spacing = parse_spacing(item.spacing)
-    center = parse_voxel_center(item.center, volume.shape)
+    spacing = parse_spacing(spacing_value)
+    center = parse_voxel_center(center_value, volume.shape)
     check_finite(volume)
     warnings = check_hounsfield(volume)
     spec = manifest.preprocessing
