@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"
     )
     preprocess_threads: int = Field(1, ge=1, description="worker threads for parsing and resampling")
+    inline_prepare_bytes: int = Field(
+        MiB, ge=0, description=".npy patches up to this size are prepared on the event loop, larger ones in the pool"
+    )
     max_batch_size: int = Field(16, ge=1, le=512, description="largest batch the batcher forms")
     max_delay_ms: float = Field(
         0.0, ge=0, description="how long a batch waits for company after its first request (0: never; 2 on a GPU)"

@@ -56,8 +56,8 @@ def resample_patch(
         for n, pos, sig in zip(region.shape, coords, sigmas, strict=True)
     ]
     cube = _apply_separable(region, [w for w, _ in weights])
-    valid = weights[0][1][:, None, None] & weights[1][1][None, :, None] & weights[2][1][None, None, :]
-    if not valid.all():
+    if not all(inside_axis.all() for _, inside_axis in weights):
+        valid = weights[0][1][:, None, None] & weights[1][1][None, :, None] & weights[2][1][None, None, :]
         cube = np.where(valid, cube, np.float32(spec.fill_hu))
     return np.ascontiguousarray(cube, dtype=np.float32), inside
 
@@ -95,11 +95,13 @@ def axis_weights(n_in: int, pos: np.ndarray, sigma: float) -> tuple[np.ndarray, 
 
 
 def _apply_separable(region: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
-    """out[a, b, c] = sum Wz[a, i] Wy[b, j] Wx[c, k] region[i, j, k], as three BLAS products."""
+    """out[a, b, c] = sum Wz[a, i] Wy[b, j] Wx[c, k] region[i, j, k], as three BLAS products on contiguous
+    arrays (no transposed copies)."""
     wz, wy, wx = weights
-    out = np.tensordot(region, wx, axes=(2, 1))  # (Z, Y, c)
-    out = np.tensordot(wy, out, axes=(1, 1))  # (b, Z, c)
-    return np.tensordot(wz, out, axes=(1, 1))  # (a, b, c)
+    n_z, n_y, n_x = region.shape
+    out = (region.reshape(n_z * n_y, n_x) @ wx.T).reshape(n_z, n_y, -1)  # (Z, Y, c)
+    out = np.matmul(wy, out)  # (Z, b, c): one product per input slice
+    return (wz @ out.reshape(n_z, -1)).reshape(len(wz), len(wy), -1)  # (a, b, c)
 
 
 def window(hu: np.ndarray, spec: Preprocessing) -> np.ndarray:

@@ -10,14 +10,12 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from service.api.deps import get_state
+from service.api.multipart import Part, parse_form
 from service.api.schemas import NOTICE, JsonPatchRequest, MultipartPatchRequest, PredictResponse, Problem
 from service.errors import (
     DeadlineExceeded,
-    MalformedInput,
     NotReady,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -37,6 +35,9 @@ from service.state import ServiceState
 
 router = APIRouter(tags=["predict"])
 
+FORM_FIELDS = ("patch", "spacing", "center")
+MAX_FORM_PARTS = 16
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (400, 413, 415, 422, 503, 504)
 }
@@ -55,14 +56,18 @@ _BODY = {
 class PatchInput:
     """What the body carried, before any array work: .npy bytes or a JSON document, and the form fields."""
 
-    npy: bytes | None = None
+    npy: bytes | memoryview | None = None
     json_body: bytes | None = None
     spacing: Any = None
     center: Any = None
 
+    def small_enough_to_inline(self, limit: int) -> bool:
+        """A .npy patch this small is prepared faster on the event loop than handed to a thread; JSON never is."""
+        return self.json_body is None and self.npy is not None and len(self.npy) <= limit
+
 
 def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.ndarray, tuple, list[str]]:
-    """Parse, validate and preprocess one patch; runs in a worker thread, once per request."""
+    """Parse, validate and preprocess one patch, once per request (in a worker thread unless the patch is small)."""
     spacing_value, center_value = item.spacing, item.center
     if item.json_body is not None:
         volume, spacing_value, center_value = read_json_patch(item.json_body)
@@ -90,18 +95,8 @@ async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
     """The body's parts by content type; array work is left to _prepare."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        try:
-            form = await request.form(max_files=4, max_fields=16)
-        except MultiPartException as exc:
-            raise MalformedInput(f"the multipart body cannot be parsed: {exc.message}") from None
-        upload = form.get("patch")
-        if upload is None:
-            if form.get("series") is not None:
-                raise UnusableInput("DICOM series uploads are not supported by this version; send 'patch'")
-            raise UnusableInput("the form needs a 'patch' file (.npy of HU values, axes z, y, x)")
-        if not isinstance(upload, UploadFile):
-            raise UnusableInput("'patch' must be a file part (.npy), not a text field")
-        return PatchInput(npy=await upload.read(), spacing=form.get("spacing"), center=form.get("center"))
+        parts = parse_form(await request.body(), request.headers["content-type"], max_parts=MAX_FORM_PARTS)
+        return _patch_from_form(parts)
     if ctype == "application/json":
         declared = request.headers.get("content-length", "")
         too_long = declared.isdigit() and int(declared) > state.settings.max_json_bytes
@@ -115,6 +110,26 @@ async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
     raise UnsupportedMediaType(
         f"content type {shown!r} is not supported; send multipart/form-data (patch=.npy, spacing) or application/json"
     )
+
+
+def _patch_from_form(parts: list[Part]) -> PatchInput:
+    """The patch file and its text fields; unknown or repeated fields are refused, never ignored."""
+    fields: dict[str, Part] = {}
+    for part in parts:
+        if part.name == "series":
+            raise UnusableInput("DICOM series uploads are not supported by this version; send 'patch'")
+        if part.name not in FORM_FIELDS:
+            raise UnusableInput(f"unknown form field {part.name[:40]!r}; expected {', '.join(FORM_FIELDS)}")
+        if part.name in fields:
+            raise UnusableInput(f"form field {part.name!r} appears more than once; send one patch per request")
+        fields[part.name] = part
+    upload = fields.get("patch")
+    if upload is None:
+        raise UnusableInput("the form needs a 'patch' file (.npy of HU values, axes z, y, x)")
+    if not upload.is_file:
+        raise UnusableInput("'patch' must be a file part (.npy), not a text field")
+    text = {name: fields[name].text() for name in ("spacing", "center") if name in fields}
+    return PatchInput(npy=upload.data, spacing=text.get("spacing"), center=text.get("center"))
 
 
 async def _in_pool(state: ServiceState, fn, *args):
@@ -148,7 +163,11 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     item = await _read_patch(request, state)
     _check_deadline(deadline, state)
     t_pre = time.perf_counter()
-    cube, center_zyx, warnings = await _in_pool(state, _prepare, item, manifest, state.settings.max_patch_voxels)
+    max_voxels = state.settings.max_patch_voxels
+    if item.small_enough_to_inline(state.settings.inline_prepare_bytes):
+        cube, center_zyx, warnings = _prepare(item, manifest, max_voxels)
+    else:
+        cube, center_zyx, warnings = await _in_pool(state, _prepare, item, manifest, max_voxels)
     preprocess_s = time.perf_counter() - t_pre
     state.metrics.preprocess_seconds.observe(preprocess_s)
     prediction = await state.batcher.submit(cube, deadline)

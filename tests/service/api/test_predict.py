@@ -129,7 +129,9 @@ def test_empty_and_malformed_json_are_400(client):
 
 
 def test_missing_patch_field_is_422(client):
-    assert_problem(client.post("/predict", data={"spacing": "1,1,1"}, files={"x": ("a", b"1")}), 422, "'patch'")
+    assert_problem(client.post("/predict", files={"spacing": (None, "1,1,1")}), 422, "'patch'")
+    r = client.post("/predict", data={"spacing": "1,1,1"}, files={"x": ("a", b"1")})
+    assert_problem(r, 422, "unknown form field 'x'")
     r = client.post("/predict", files={"patch": (None, "text"), "spacing": (None, "1,1,1")})
     assert_problem(r, 422, "file part")
     assert_problem(client.post("/predict", data={"patch": "x"}), 415, "x-www-form-urlencoded")
