@@ -36,8 +36,8 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev
-	$(PY) -m ruff check service training tests
-	$(PY) -m ruff format --check service training tests
+	$(PY) -m ruff check service training tests bench
+	$(PY) -m ruff format --check service training tests bench
 	$(PY) -m mypy service
 
 # Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). About an hour on 2 CPU cores.
