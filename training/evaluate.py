@@ -4,6 +4,7 @@
 
 - LIDC patients held out (training.defaults split): malignancy ROC AUC (label diagnosis_malignant) with a bootstrap
   95% interval next to the AUC of the model's own diameter estimate; diameter MAE; MAE of the six scores.
+- Split headroom: what the readers' own diameter and scores reach on these patients, without any model.
 - Filler invariance: the same held-out nodules with the stored filler, and with two different lung-like fills.
 - Held-out phantoms (seeds never used in training): diameter MAE for 4-30 mm nodules, volume median relative
   error, type accuracy, solid-component error on part-solid nodules.
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 
 from training.data.datasets import LidcSource, phantom_set
-from training.data.lidc import load_voi, split_by_patient
+from training.data.lidc import LidcVoi, load_voi, split_by_patient
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.export import load_checkpoint
-from training.metrics import bootstrap_interval, mae, mae_interval, roc_auc
+from training.metrics import bootstrap_interval, fit_logistic, mae, mae_interval, roc_auc
 from training.model import ATTRIBUTE_LABELS, TYPE_LABELS, ResMTNet
 from training.quick_eval import predict
 
@@ -105,6 +106,36 @@ def evaluate_phantoms(model: ResMTNet, n: int, cache_dir: Path | None) -> dict[s
     }
 
 
+def split_headroom(voi: LidcVoi, alternative_splits: int = 20) -> dict[str, Any]:
+    """How far the held-out patients let any size-and-scores ranker go, from the readers' own labels (no model):
+    the true diameter alone; a logistic model on the true diameter and the six true reader scores, fitted on the
+    training patients; and the true diameter's AUC on other random patient splits of the same size."""
+    train, val = split_by_patient(voi.patient_id, VAL_FRACTION, seed=0)
+    y = voi.malignant
+    features = np.column_stack([np.log(voi.diameter_mm), voi.attributes])
+    mean, std = features[train].mean(axis=0), features[train].std(axis=0) + 1e-6
+    w, b = fit_logistic((features[train] - mean) / std, y[train])
+    oracle = (features[val] - mean) / std @ w + b
+    others = [
+        roc_auc(y[v], voi.diameter_mm[v])
+        for v in (split_by_patient(voi.patient_id, VAL_FRACTION, seed=s)[1] for s in range(1, alternative_splits + 1))
+    ]
+    this = roc_auc(y[val], voi.diameter_mm[val])
+    return {
+        "true_diameter_auc": _r(this),
+        "true_diameter_auc_ci95": [_r(v) for v in bootstrap_interval(y[val], voi.diameter_mm[val])],
+        "true_diameter_and_reader_scores_auc": _r(roc_auc(y[val], oracle)),
+        "true_diameter_auc_all_patients": _r(roc_auc(y, voi.diameter_mm)),
+        "true_diameter_auc_other_splits": {
+            "splits": alternative_splits,
+            "min": _r(min(others)),
+            "median": _r(float(np.median(others))),
+            "max": _r(max(others)),
+            "splits_harder_than_this": int(sum(v < this for v in others)),
+        },
+    }
+
+
 def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path | None) -> dict[str, Any]:
     voi = load_voi(data_root)
     _, val_mask = split_by_patient(voi.patient_id, VAL_FRACTION, seed=0)
@@ -112,6 +143,7 @@ def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path 
     lidc, _ = evaluate_lidc(model, source)
     return {
         "lidc_held_out_patients": lidc,
+        "lidc_split_headroom": split_headroom(voi),
         "filler_invariance": filler_invariance(model, source),
         "phantoms_held_out": evaluate_phantoms(model, n_phantoms, cache_dir),
     }

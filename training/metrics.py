@@ -49,3 +49,22 @@ def _mae_statistic(true: np.ndarray, pred: np.ndarray) -> float:
 
 def mae_interval(pred: np.ndarray, true: np.ndarray, seed: int = 0) -> tuple[float, float]:
     return bootstrap_interval(np.asarray(true), np.asarray(pred), statistic=_mae_statistic, n=1000, seed=seed)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method; returns (weights, bias). x should be standardised."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    design = np.column_stack([x, np.ones(len(x))])
+    w = np.zeros(design.shape[1])
+    penalty = np.full(design.shape[1], l2 * len(x))
+    penalty[-1] = 0.0  # the bias is not shrunk
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-design @ w))
+        grad = design.T @ (p - y) + penalty * w
+        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w[:-1], float(w[-1])

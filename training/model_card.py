@@ -35,6 +35,24 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
         ]
         lines += [f"| MAE of {k} | {v} |" for k, v in lidc["attribute_mae"].items()]
         lines.append("")
+    head = ev.get("lidc_split_headroom", {})
+    if head:
+        other = head["true_diameter_auc_other_splits"]
+        lines += [
+            "How far these held-out patients let any ranker by size and reader scores go (the readers' own values,",
+            "no model):",
+            "",
+            "| ranker on the held-out patients | ROC AUC |",
+            "| --- | --- |",
+            f"| true diameter | {head['true_diameter_auc']}{_ci(head, 'true_diameter_auc')} |",
+            f"| true diameter and the six true reader scores (logistic, fitted on the training patients) | "
+            f"{head['true_diameter_and_reader_scores_auc']} |",
+            f"| true diameter, all LIDC patients of the data set | {head['true_diameter_auc_all_patients']} |",
+            f"| true diameter on {other['splits']} other random patient splits of the same size | median "
+            f"{other['median']} (min {other['min']}, max {other['max']}); harder than this split: "
+            f"{other['splits_harder_than_this']} |",
+            "",
+        ]
     inv = ev.get("filler_invariance", {})
     if inv:
         a, b = inv["filler_vs_lung"], inv["lung_vs_lung"]
