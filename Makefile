@@ -12,7 +12,7 @@ MODEL_VERSION ?= 1.0.0
 TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
-.PHONY: run test train bench lint clean
+.PHONY: run test train bench lint clean promtool
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,21 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 run: $(VENV)/.serve-$(RUNTIME)
 	$(PY) -m service
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev promtool
 	$(PY) -m pytest
+
+# promtool (Debian's prometheus package) checks deploy/prometheus in the tests. Installed when missing, as root or
+# with passwordless sudo; an install that fails stops here. Only where neither is possible do those tests skip.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else sudo=no; fi; \
+	  if [ "$$sudo" = no ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "promtool is missing and cannot be installed here (needs apt-get and root): its tests will skip"; \
+	  else \
+	    echo "installing promtool: apt-get install prometheus"; \
+	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null && command -v promtool >/dev/null; \
+	  fi; }
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check service training tests bench

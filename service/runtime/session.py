@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +17,12 @@ from service.runtime.store import ModelEntry
 log = logging.getLogger("resmtnet")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# What a CUDA session needs loaded, by the names tried in order, and the function that reports each one's version.
+CUDA_LIBRARIES = (
+    ("CUDA driver", ("libcuda.so.1",), "cuDriverGetVersion"),
+    ("CUDA runtime", ("libcudart.so.12", "libcudart.so.13", "libcudart.so"), "cudaRuntimeGetVersion"),
+    ("cuDNN", ("libcudnn.so.9", "libcudnn.so.8", "libcudnn.so"), "cudnnGetVersion"),
+)
 
 
 class SessionError(Exception):
@@ -81,11 +90,56 @@ def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, sp
         note = (
             f"RESMTNET_PROVIDER=cuda but onnxruntime's active provider is {active} "
             f"(available: {', '.join(ort.get_available_providers())}; onnxruntime {ort.__version__}); "
-            "install onnxruntime-gpu with matching CUDA 12 and cuDNN 9 libraries"
+            f"seen: {cuda_libraries()}; install onnxruntime-gpu with matching CUDA 12 and cuDNN 9 libraries"
         )
     elif provider == "auto" and active != CUDA:
-        note = "CUDA not available to onnxruntime; serving on CPU"
+        note = f"CUDA not available to onnxruntime; serving on CPU (seen: {cuda_libraries()})"
     return ModelSession(entry, session, active, note, [o.name for o in entry.manifest.outputs])
+
+
+def _cuda_version(code: int) -> str:
+    """12080 -> "12.8" (CUDA's encoding: 1000 * major + 10 * minor)."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def _cudnn_version(code: int) -> str:
+    """90800 -> "9.8.0" (cuDNN 9: 10000 * major + 100 * minor + patch); 8907 -> "8.9.7" (cuDNN 8: 1000 * major...)."""
+    major, rest = divmod(code, 10000 if code >= 10000 else 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def _library_version(library: ctypes.CDLL, function: str) -> str:
+    """Ask a loaded CUDA or cuDNN library its version; "unknown" when the call fails or the symbol is missing."""
+    try:
+        if function == "cudnnGetVersion":
+            library.cudnnGetVersion.restype = ctypes.c_size_t
+            return _cudnn_version(library.cudnnGetVersion())
+        code = ctypes.c_int(0)
+        return _cuda_version(code.value) if getattr(library, function)(ctypes.byref(code)) == 0 else "unknown"
+    except AttributeError:
+        return "unknown"
+
+
+def cuda_libraries(load: Callable[[str], ctypes.CDLL] = ctypes.CDLL) -> str:
+    """The CUDA driver, CUDA runtime and cuDNN this process can load, with their versions, and the CUDA version
+    onnxruntime was built for: what a not-ready reason needs to say when CUDA was required but not active."""
+    seen = []
+    for label, names, function in CUDA_LIBRARIES:
+        for name in names:
+            try:
+                library = load(name)
+            except OSError:
+                continue
+            seen.append(f"{label} {_library_version(library, function)} ({name})")
+            break
+        else:
+            seen.append(f"{label} not found")
+    try:
+        built_for = importlib.import_module("onnxruntime.capi.build_and_package_info").cuda_version
+    except (ImportError, AttributeError):
+        built_for = None
+    seen.append(f"onnxruntime built for CUDA {built_for}" if built_for else "onnxruntime built without CUDA")
+    return ", ".join(seen)
 
 
 def warm_up(model: ModelSession, batch_sizes: list[int]) -> None:

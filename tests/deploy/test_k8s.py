@@ -1,0 +1,134 @@
+"""deploy/k8s: valid against the Kubernetes schemas kubernetes-validate ships (strict), and wired together."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import Settings
+from tests.deploy.conftest import COMPOSE, K8S, REPO, load_all_yaml, load_yaml, run_tool, venv_tool
+from tests.deploy.dockerfile import parse_dockerfile
+
+MANIFESTS = sorted(K8S.glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, dict]:
+    """Every resource by kind (one of each here)."""
+    found = [doc for path in MANIFESTS for doc in load_all_yaml(path)]
+    by_kind = {doc["kind"]: doc for doc in found}
+    assert len(by_kind) == len(found), "one resource of each kind expected"
+    return by_kind
+
+
+def pod_spec(resources: dict[str, dict]) -> dict:
+    return resources["Deployment"]["spec"]["template"]["spec"]
+
+
+def container(resources: dict[str, dict]) -> dict:
+    (only,) = pod_spec(resources)["containers"]
+    return only
+
+
+# The oldest Kubernetes release still common in managed clusters, and the newest the validator knows.
+@pytest.mark.parametrize("kubernetes", ["1.29.0", "1.37.0"])
+def test_manifests_are_valid_kubernetes_resources(kubernetes):
+    result = run_tool(venv_tool("kubernetes-validate"), "--strict", "-k", kubernetes, *MANIFESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == len(MANIFESTS)
+
+
+def test_the_expected_resources_apply_in_file_order(resources):
+    kinds = {doc["kind"]: doc["apiVersion"] for doc in resources.values()}
+    assert kinds == {
+        "Namespace": "v1",
+        "ConfigMap": "v1",
+        "Deployment": "apps/v1",
+        "Service": "v1",
+        "HorizontalPodAutoscaler": "autoscaling/v2",
+        "PodDisruptionBudget": "policy/v1",
+    }
+    assert load_all_yaml(MANIFESTS[0])[0]["kind"] == "Namespace", "kubectl apply -f applies files in name order"
+    namespace = resources["Namespace"]["metadata"]["name"]
+    assert all(doc["metadata"].get("namespace") == namespace for kind, doc in resources.items() if kind != "Namespace")
+
+
+def test_deployment_requests_one_gpu(resources):
+    limits, requests = container(resources)["resources"]["limits"], container(resources)["resources"]["requests"]
+    assert str(limits["nvidia.com/gpu"]) == str(requests["nvidia.com/gpu"]) == "1"
+    assert "memory" in limits and "cpu" in requests and "memory" in requests
+    tolerated = {t["key"] for t in pod_spec(resources)["tolerations"]}
+    assert "nvidia.com/gpu" in tolerated
+
+
+def test_probes_use_healthz_for_liveness_and_readyz_for_readiness_on_the_serving_port(resources):
+    c = container(resources)
+    (port,) = c["ports"]
+    assert port["containerPort"] == Settings.model_fields["port"].default
+    probes = {kind: c[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert {kind: probe["path"] for kind, probe in probes.items()} == {
+        "startupProbe": "/healthz",
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    assert all(probe["port"] == port["name"] for probe in probes.values())
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120, "time to load and warm the model"
+    grace = pod_spec(resources)["terminationGracePeriodSeconds"]
+    assert grace > 30 + 5, "uvicorn's 30 s graceful shutdown after the 5 s preStop pause"
+
+
+def test_service_hpa_and_pdb_select_the_deployments_pods(resources):
+    labels = resources["Deployment"]["spec"]["template"]["metadata"]["labels"]
+
+    def selects(selector: dict) -> bool:
+        return selector.items() <= labels.items()
+
+    assert selects(resources["Deployment"]["spec"]["selector"]["matchLabels"])
+    assert selects(resources["Service"]["spec"]["selector"])
+    assert selects(resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"])
+    (port,) = resources["Service"]["spec"]["ports"]
+    assert port["targetPort"] == container(resources)["ports"][0]["name"]
+    hpa = resources["HorizontalPodAutoscaler"]["spec"]
+    target = hpa["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1",
+        "Deployment",
+        resources["Deployment"]["metadata"]["name"],
+    )
+    pdb = resources["PodDisruptionBudget"]["spec"]
+    assert hpa["minReplicas"] > pdb["maxUnavailable"], "a drain must never take every replica"
+    assert resources["Deployment"]["spec"]["replicas"] >= hpa["minReplicas"]
+
+
+def test_configmap_holds_real_settings_and_feeds_the_container(resources):
+    config = resources["ConfigMap"]
+    data = config["data"]
+    fields = {f"RESMTNET_{name.upper()}" for name in Settings.model_fields}
+    assert set(data) <= fields, set(data) - fields
+    settings = Settings(**{k.removeprefix("RESMTNET_").lower(): v for k, v in data.items()})
+    assert settings.provider == "cuda"
+    assert container(resources)["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+
+
+def test_pods_are_scraped_on_the_metrics_path(resources):
+    annotations = resources["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == container(resources)["ports"][0]["containerPort"]
+
+
+def test_pods_meet_the_restricted_pod_security_standard_as_the_images_user(resources):
+    assert resources["Namespace"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pod = pod_spec(resources)["securityContext"]
+    assert pod["runAsNonRoot"] and pod["seccompProfile"]["type"] == "RuntimeDefault"
+    user = parse_dockerfile(REPO / "Dockerfile").stage("gpu").all("USER")[0]
+    assert f"{pod['runAsUser']}:{pod['runAsGroup']}" == user
+    c = container(resources)["securityContext"]
+    assert c["allowPrivilegeEscalation"] is False and c["readOnlyRootFilesystem"] is True
+    assert c["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"] for m in container(resources)["volumeMounts"]}
+    assert "/tmp" in mounts, "a writable /tmp on a read-only root filesystem"
+
+
+def test_image_is_the_one_compose_builds_for_gpus(resources):
+    assert container(resources)["image"] == load_yaml(COMPOSE)["services"]["resmtnet"]["image"]
