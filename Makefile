@@ -12,7 +12,7 @@ MODEL_VERSION ?= 1.0.0
 TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
-.PHONY: run test train bench lint clean promtool
+.PHONY: run test train bench soak lint clean promtool
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(VENV)/.serve-$(RUNTIME): pyproject.toml | $(VENV)/bin/python
 # Tests and training: torch pinned to a CPU build, installed before the extras so nothing pulls CUDA wheels.
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
-	$(PIP) install --quiet -e ".[cpu,train,dev]"
+	$(PIP) install --quiet -e ".[cpu,train,dev,bench]"
 	touch $@
 
 run: $(VENV)/.serve-$(RUNTIME)
@@ -61,9 +61,14 @@ train: $(VENV)/.dev
 	$(PY) -m training.export --checkpoint checkpoints/last.pt --version $(MODEL_VERSION) \
 		--evaluation checkpoints/evaluation.json --real-inputs checkpoints/real_inputs.npy
 
-# Service vs onnxruntime in-process, concurrency 1..32; writes bench/results/serve-latest.{md,csv}.
+# Service vs onnxruntime in-process, a per-request FastAPI baseline and LitServe, concurrency 1..32;
+# writes bench/results/serve-latest.{md,csv,png}.
 bench: $(VENV)/.dev
 	$(PY) -m bench.serve
+
+# Ten minutes of mixed requests (patches, JSON, CT uploads, bad inputs): 5xx count and resident memory.
+soak: $(VENV)/.dev
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache

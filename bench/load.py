@@ -73,14 +73,25 @@ class Connection:
         self.writer.close()
 
 
-async def run_load(host: str, port: int, request: bytes, concurrency: int, total: int, warmup: int) -> LoadResult:
-    """`warmup` requests (not measured), then `total` requests spread over `concurrency` closed-loop clients."""
+async def run_load(
+    host: str, port: int, request: bytes | list[bytes], concurrency: int, total: int, warmup: int
+) -> LoadResult:
+    """`warmup` requests (not measured), then `total` requests spread over `concurrency` closed-loop clients.
+    With a list of requests, the clients take them in turn."""
+    requests = [request] if isinstance(request, bytes) else request
     conns = [await Connection.open(host, port) for _ in range(concurrency)]
+    sent = 0
+
+    def next_request() -> bytes:
+        nonlocal sent
+        sent += 1
+        return requests[sent % len(requests)]
+
     try:
 
         async def warm(conn: Connection) -> None:
             for _ in range(max(warmup // concurrency, 1)):
-                await conn.send(request)
+                await conn.send(next_request())
 
         await asyncio.gather(*(warm(c) for c in conns))
         latencies: list[float] = []
@@ -92,7 +103,7 @@ async def run_load(host: str, port: int, request: bytes, concurrency: int, total
             while remaining > 0:
                 remaining -= 1
                 t = time.perf_counter()
-                status, _ = await conn.send(request)
+                status, _ = await conn.send(next_request())
                 latencies.append(time.perf_counter() - t)
                 statuses[status] = statuses.get(status, 0) + 1
 

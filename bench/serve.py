@@ -1,10 +1,12 @@
-"""Benchmark the service against onnxruntime in-process (the ceiling), in one run on this machine.
+"""Benchmark the service against onnxruntime in-process (the ceiling) and against peers, in one run on this machine.
 
-    python -m bench.serve [--concurrency 1 2 4 8 16 32] [--requests 400]
+    python -m bench.serve [--contenders service per-request litserve] [--concurrency 1 2 4 8 16 32] [--requests 600]
 
-Starts the real server (`python -m service`) in its own process, drives it with the lean load generator, and prints
-throughput and latency percentiles per concurrency next to the in-process ceiling, plus the server's own view from
-/metrics (queue time against inference time, mean batch size). Writes CSV and Markdown under bench/results/.
+Each contender is a real server process (`python -m service`, `bench.per_request_app`, `bench.litserve_app`) on the
+same committed model and the same onnxruntime threads, driven by the lean load generator with the same request (a
+resampled .npy upload). The in-process ceiling is measured before and after the servers; the faster counts. For the
+service, the server's own view from /metrics (queue time against inference time, mean batch size) is added.
+Writes serve-latest.{md,csv,png} under bench/results/.
 """
 
 from __future__ import annotations
@@ -15,10 +17,6 @@ import csv
 import io
 import os
 import platform
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,11 +27,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.inprocess import measure, measure_parallel, open_session
 from bench.load import multipart_request, run_load
+from bench.plot import plot_sweep
+from bench.servers import REPO, Contender, running
 from service.runtime.store import resolve
 from training.data.phantoms import lung_background, paint_nodule, sample_nodule, scanner
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+CONTENDERS = {
+    c.key: c
+    for c in (
+        Contender("service", "Res-MTNet Serve", "service", "/readyz", has_metrics=True),
+        Contender("per-request", "per-request FastAPI", "bench.per_request_app", "/readyz"),
+        Contender("litserve", "LitServe", "bench.litserve_app", "/health"),
+    )
+}
 
 
 def bench_patch(seed: int = 0) -> tuple[bytes, str]:
@@ -48,34 +55,6 @@ def bench_patch(seed: int = 0) -> tuple[bytes, str]:
     buf = io.BytesIO()
     np.save(buf, hu)
     return buf.getvalue(), ",".join(str(s) for s in spacing)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "RESMTNET_HOST": "127.0.0.1",
-        "RESMTNET_PORT": str(port),
-        "RESMTNET_PROVIDER": "cpu",
-        "RESMTNET_LOG_LEVEL": "warning",
-        **env_extra,
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -134,40 +113,19 @@ def best(rows: list[dict], layout: str | None = None) -> float:
     return max(r["patches_per_s"] for r in rows if layout is None or r["layout"] == layout)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", type=Path, default=REPO / "model_store")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--requests", type=int, default=600)
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads for both contenders")
-    p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--env", nargs="*", default=[], help="extra RESMTNET_X=Y settings for the server")
-    p.add_argument("--ceiling-seconds", type=float, default=5.0, help="duration of each in-process measurement")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for serve-latest.{md,csv}")
-    args = p.parse_args(argv)
-    entry = resolve(args.store, "res_mtnet")
-    size = entry.manifest.preprocessing.patch_size
-    # Measured before and after the service, so that drift on a shared machine cannot flatter the ratio:
-    # for every layout and batch size the faster of the two measurements counts.
-    before = measure_ceiling(entry.onnx_path, args.threads, args.max_batch, size, args.ceiling_seconds)
-    npy, spacing = bench_patch()
-    port = free_port()
-    env = {
-        "RESMTNET_MODEL_STORE": str(args.store),
-        "RESMTNET_INTRA_OP_THREADS": str(args.threads),
-        "RESMTNET_MAX_BATCH_SIZE": str(args.max_batch),
-    }
-    env.update(dict(kv.split("=", 1) for kv in args.env))
-    proc = start_server(port, env)
+def sweep(contender: Contender, env: dict[str, str], request_for, concurrency: list[int], requests: int) -> list[dict]:
+    """Throughput and latency percentiles at each concurrency, for one contender's server."""
     rows = []
-    try:
-        request = multipart_request("127.0.0.1", port, "/predict", npy, spacing)
-        for c in args.concurrency:
-            start = scrape(port)
-            result = asyncio.run(run_load("127.0.0.1", port, request, c, args.requests, warmup=max(2 * c, 20)))
-            view = server_view(start, scrape(port))
+    with running(contender, env) as server:
+        port = server.port
+        request = request_for(port)
+        for c in concurrency:
+            start = scrape(port) if contender.has_metrics else {}
+            result = asyncio.run(run_load("127.0.0.1", port, request, c, requests, warmup=max(2 * c, 20)))
+            view = server_view(start, scrape(port)) if contender.has_metrics else {}
             rows.append(
                 {
+                    "contender": contender.title,
                     "concurrency": c,
                     "throughput_rps": result.throughput,
                     "p50_ms": result.percentile_ms(50),
@@ -177,9 +135,62 @@ def main(argv: list[str] | None = None) -> None:
                     **view,
                 }
             )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    return rows
+
+
+def tune_litserve(env: dict[str, str], request_for, timeouts: list[float], requests: int) -> float:
+    """LitServe's batch timeout that gives it the most throughput at 16 clients (its fair tuning)."""
+    best_rps, best_timeout = -1.0, timeouts[0]
+    for timeout in timeouts:
+        contender = CONTENDERS["litserve"]
+        tuned = Contender(**{**contender.__dict__, "env": {"LITSERVE_BATCH_TIMEOUT": str(timeout)}})
+        (row,) = sweep(tuned, env, request_for, [16], requests)
+        if row["throughput_rps"] > best_rps:
+            best_rps, best_timeout = row["throughput_rps"], timeout
+    return best_timeout
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", type=Path, default=REPO / "model_store")
+    p.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--requests", type=int, default=600)
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads for every contender")
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--litserve-timeouts", type=float, nargs="+", default=[0.0, 0.002, 0.005])
+    p.add_argument("--env", nargs="*", default=[], help="extra RESMTNET_X=Y settings for the service")
+    p.add_argument("--ceiling-seconds", type=float, default=5.0, help="duration of each in-process measurement")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for serve-latest.{md,csv,png}")
+    args = p.parse_args(argv)
+    entry = resolve(args.store, "res_mtnet")
+    size = entry.manifest.preprocessing.patch_size
+    # Measured before and after the servers, so that drift on a shared machine cannot flatter the ratios:
+    # for every layout and batch size the faster of the two measurements counts.
+    before = measure_ceiling(entry.onnx_path, args.threads, args.max_batch, size, args.ceiling_seconds)
+    npy, spacing = bench_patch()
+    env = {
+        "RESMTNET_MODEL_STORE": str(args.store),
+        "RESMTNET_INTRA_OP_THREADS": str(args.threads),
+        "RESMTNET_MAX_BATCH_SIZE": str(args.max_batch),
+    }
+
+    def request_for(port: int) -> bytes:
+        return multipart_request("127.0.0.1", port, "/predict", npy, spacing)
+
+    rows: list[dict] = []
+    notes: list[str] = []
+    for key in args.contenders:
+        contender = CONTENDERS[key]
+        extra = dict(kv.split("=", 1) for kv in args.env) if key == "service" else {}
+        if key == "litserve":
+            timeout = tune_litserve(env, request_for, args.litserve_timeouts, args.requests)
+            contender = Contender(**{**contender.__dict__, "env": {"LITSERVE_BATCH_TIMEOUT": str(timeout)}})
+            notes.append(
+                f"LitServe: max_batch_size {args.max_batch}, one worker, fast_queue, batch_timeout {timeout:g} s "
+                f"(the best at 16 clients of {', '.join(f'{t:g}' for t in args.litserve_timeouts)} s)."
+            )
+        rows += sweep(contender, {**env, **extra}, request_for, args.concurrency, args.requests)
     after = measure_ceiling(entry.onnx_path, args.threads, args.max_batch, size, args.ceiling_seconds)
     ceiling = [max(a, b, key=lambda r: r["patches_per_s"]) for a, b in zip(before, after, strict=True)]
     same, overall = best(ceiling, "1 session"), best(ceiling)
@@ -187,17 +198,23 @@ def main(argv: list[str] | None = None) -> None:
         r["ratio_same_layout"] = r["throughput_rps"] / same
         r["ratio_best_layout"] = r["throughput_rps"] / overall
     single_ms = min(r["p50_ms"] for r in ceiling if r["layout"] == "1 session" and r["batch"] == 1)
-    report(rows, ceiling, single_ms, entry.manifest.version, args.out)
+    report(rows, ceiling, single_ms, entry.manifest.version, notes, args.out)
+    plot_sweep(
+        rows,
+        {"in-process, same layout": same, "in-process, best layout": overall},
+        f"res_mtnet {entry.manifest.version} on {machine()}",
+        args.out / "serve-latest.png",
+    )
 
 
-def report(rows: list[dict], ceiling: list[dict], single_ms: float, version: str, out: Path) -> None:
+def report(rows: list[dict], ceiling: list[dict], single_ms: float, version: str, notes: list[str], out: Path) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     lines = [
-        f"# Service vs onnxruntime in-process, res_mtnet {version}, {stamp}",
+        f"# Service vs onnxruntime in-process and peers, res_mtnet {version}, {stamp}",
         "",
         f"Machine: {machine()}",
         "",
-        "In-process ceiling, the faster of a measurement before and one after the service's: "
+        "In-process ceiling, the faster of a measurement before and one after the servers: "
         + "; ".join(
             f"{c['layout']}, batch {c['batch']}: {c['patches_per_s']:.1f} patches/s"
             + (f" (p50 {c['p50_ms']:.2f} ms per call)" if "p50_ms" in c else "")
@@ -209,23 +226,41 @@ def report(rows: list[dict], ceiling: list[dict], single_ms: float, version: str
         "",
         f"Single-patch in-process latency (1 session, all threads, p50): {single_ms:.2f} ms.",
         "",
-        "| clients | req/s | ratio, same layout | ratio, best layout | p50 ms | p90 ms | p99 ms "
-        "| p50 - in-process single (ms) | mean batch | queue ms | inference ms/batch | preprocess ms | non-200 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *notes,
+        "",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['concurrency']} | {r['throughput_rps']:.1f} | {r['ratio_same_layout']:.3f} "
-            f"| {r['ratio_best_layout']:.3f} | {r['p50_ms']:.2f} "
-            f"| {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['p50_ms'] - single_ms:+.2f} | {r['mean_batch']:.2f} "
-            f"| {r['queue_ms']:.2f} | {r['inference_ms_per_batch']:.2f} | {r['preprocess_ms']:.2f} | {r['non_200']} |"
-        )
-    text = "\n".join(lines) + "\n"
+    for title in dict.fromkeys(r["contender"] for r in rows):
+        mine = [r for r in rows if r["contender"] == title]
+        has_view = "mean_batch" in mine[0]
+        lines += [
+            f"## {title}",
+            "",
+            "| clients | req/s | ratio, same layout | ratio, best layout | p50 ms | p90 ms | p99 ms "
+            "| p50 - in-process single (ms) | non-200 |"
+            + (" mean batch | queue ms | inference ms/batch | preprocess ms |" if has_view else ""),
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            + (" --- | --- | --- | --- |" if has_view else ""),
+        ]
+        for r in mine:
+            line = (
+                f"| {r['concurrency']} | {r['throughput_rps']:.1f} | {r['ratio_same_layout']:.3f} "
+                f"| {r['ratio_best_layout']:.3f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
+                f"| {r['p50_ms'] - single_ms:+.2f} | {r['non_200']} |"
+            )
+            if has_view:
+                line += (
+                    f" {r['mean_batch']:.2f} | {r['queue_ms']:.2f} | {r['inference_ms_per_batch']:.2f} "
+                    f"| {r['preprocess_ms']:.2f} |"
+                )
+            lines.append(line)
+        lines.append("")
+    text = "\n".join(lines)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve-latest.md").write_text(text)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with (out / "serve-latest.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 

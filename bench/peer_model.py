@@ -1,0 +1,46 @@
+"""What both peer servers share with each other (not with the service): the same committed model, the same
+onnxruntime settings as the service, and the same preprocessing, so that the peers differ from the service only
+in how requests reach the model."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.imaging.preprocess import preprocess, volume_center_vox
+from service.runtime.manifest import Manifest
+from service.runtime.store import ModelEntry, resolve
+
+
+def load_entry() -> ModelEntry:
+    return resolve(Path(os.environ.get("RESMTNET_MODEL_STORE", "model_store")), "res_mtnet")
+
+
+def open_session(entry: ModelEntry) -> ort.InferenceSession:
+    """The service's default CPU session: all cores as intra-op threads, no spinning."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(os.environ.get("RESMTNET_INTRA_OP_THREADS", "0")) or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def prepare(npy: bytes, spacing: str, manifest: Manifest) -> np.ndarray:
+    """The model input for one .npy upload, as a typical implementation would write it (np.load, no checks)."""
+    volume = np.load(io.BytesIO(npy), allow_pickle=False)
+    zyx = tuple(float(v) for v in spacing.split(","))
+    cube, _ = preprocess(volume, zyx, volume_center_vox(volume.shape), manifest.preprocessing)
+    return cube[None]  # (1, D, D, D): the channel axis
+
+
+def to_json(manifest: Manifest, outputs: list[np.ndarray]) -> dict:
+    """One patch's outputs as {head: {label: value}}."""
+    return {
+        spec.name: {label: float(v) for label, v in zip(spec.labels or [], row, strict=True)}
+        for spec, row in zip(manifest.outputs, outputs, strict=True)
+    }
