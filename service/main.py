@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api.routes import health, models, predict
+from service.api.routes import health, kserve, models, predict
+from service.api.v2_errors import install_v2_error_handlers
 from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -40,8 +41,10 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     )
     app.state.service = state
     install_error_handlers(app)
+    install_v2_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(models.router)
+    app.include_router(kserve.router)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

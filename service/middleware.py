@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -11,11 +12,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import PROBLEM_JSON, PayloadTooLarge
 from service.metrics import Metrics
 
-KNOWN_ROUTES = frozenset({"/predict", "/v1/predict", "/healthz", "/readyz", "/metrics", "/v1/models"})
+V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
+KNOWN_ROUTES = frozenset({"/predict", "/v1/predict", "/healthz", "/readyz", "/metrics", "/v1/models"}) | V2_ROUTES
+# Open Inference Protocol model routes: one label per kind, whatever the model name or version in the path.
+_V2_MODEL_ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?(/ready|/infer|/config)?")
 
 
 def _route_label(path: str) -> str:
-    return path if path in KNOWN_ROUTES else "other"
+    if path in KNOWN_ROUTES:
+        return path
+    v2 = _V2_MODEL_ROUTE.fullmatch(path)
+    return "/v2/models/{name}" + (v2.group(1) or "") if v2 else "other"
+
+
+def _is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
 
 
 class ServiceMiddleware:
@@ -45,7 +56,7 @@ class ServiceMiddleware:
         try:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
-                await _reject_too_large(send_wrapper, request_id, declared, limit)
+                await _reject_too_large(send_wrapper, request_id, declared, limit, v2=_is_v2(scope["path"]))
                 return
             received = 0
 
@@ -76,21 +87,21 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _reject_too_large(send: Send, request_id: str, declared: int, limit: int) -> None:
-    body = json.dumps(
-        {
-            "type": "urn:resmtnet:problem:payload-too-large",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"the request body is {declared} bytes; the limit is {limit} bytes",
-        }
-    ).encode()
+async def _reject_too_large(send: Send, request_id: str, declared: int, limit: int, v2: bool = False) -> None:
+    detail = f"the request body is {declared} bytes; the limit is {limit} bytes"
+    problem = {
+        "type": "urn:resmtnet:problem:payload-too-large",
+        "title": "Content Too Large",
+        "status": 413,
+        "detail": detail,
+    }
+    body = json.dumps({"error": detail} if v2 else problem).encode()  # /v2: the Open Inference Protocol's form
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-type", b"application/json" if v2 else PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],
