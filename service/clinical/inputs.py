@@ -1,0 +1,105 @@
+"""The request's optional `clinical` member (a form field of JSON text, or a member of the JSON body): what Brock
+needs about the patient, checked field by field with a precise 422 for each problem.
+
+    {"age": 63, "sex": "female", "family_history": false, "emphysema": true, "nodule_count": 2,
+     "upper_lobe": [true, false]}       # one value per nodule centre, in order (a bare true/false for one nodule)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from service.clinical.brock import PatientFactors
+from service.errors import UnusableInput
+
+FIELDS = ("age", "sex", "family_history", "emphysema", "nodule_count", "upper_lobe")
+AGE_RANGE = (18.0, 110.0)  # accepted
+PANCAN_AGE = (50.0, 75.0)  # the derivation cohort's ages; outside, a warning
+MAX_NODULE_COUNT = 200
+MAX_TEXT = 4096
+
+
+def _fail(detail: str) -> UnusableInput:
+    return UnusableInput(f"clinical: {detail}")
+
+
+def _bool(doc: dict[str, Any], name: str, meaning: str) -> bool:
+    value = doc[name]
+    if not isinstance(value, bool):
+        raise _fail(f"{name} must be true or false ({meaning}); got {json.dumps(value)[:40]}")
+    return value
+
+
+def _age(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(f"age must be a number of years; got {json.dumps(value)[:40]}")
+    lo, hi = AGE_RANGE
+    if not lo <= value <= hi:
+        raise _fail(f"age {value:g} is outside {lo:g}-{hi:g} years")
+    return float(value)
+
+
+def _sex(value: Any) -> bool:
+    if value not in ("female", "male"):
+        raise _fail(f'sex must be "female" or "male"; got {json.dumps(value)[:40]}')
+    return value == "female"
+
+
+def _count(value: Any, nodules: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"nodule_count must be a whole number (nodules seen on the CT); got {json.dumps(value)[:40]}")
+    if not 1 <= value <= MAX_NODULE_COUNT:
+        raise _fail(f"nodule_count {value} is outside 1-{MAX_NODULE_COUNT}")
+    if value < nodules:
+        raise _fail(f"nodule_count {value} is fewer than the {nodules} nodule centres in this request")
+    return value
+
+
+def _upper_lobe(value: Any, nodules: int) -> list[bool]:
+    if isinstance(value, bool) and nodules == 1:
+        return [value]
+    if not isinstance(value, list):
+        raise _fail(f"upper_lobe must be a list of {nodules} true/false values, one per nodule centre in order")
+    if len(value) != nodules:
+        raise _fail(f"upper_lobe has {len(value)} value(s) for {nodules} nodule centre(s); give one per centre")
+    for i, v in enumerate(value):
+        if not isinstance(v, bool):
+            raise _fail(f"upper_lobe[{i}] must be true or false; got {json.dumps(v)[:40]}")
+    return list(value)
+
+
+def parse_clinical(value: Any, nodules: int) -> tuple[list[PatientFactors], list[str]] | None:
+    """Per-nodule patient factors and warnings, or None when the request has no `clinical` member."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise _fail(f"the field is over {MAX_TEXT} characters")
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise _fail('not valid JSON; send an object like {"age": 63, "sex": "female", ...}') from None
+    if not isinstance(value, dict):
+        raise _fail(f"must be a JSON object with {', '.join(FIELDS)}")
+    missing = [f for f in FIELDS if f not in value]
+    if missing:
+        raise _fail(f"missing {', '.join(missing)} (the Brock model needs all of {', '.join(FIELDS)})")
+    unknown = sorted(set(value) - set(FIELDS))
+    if unknown:
+        raise _fail(f"unknown field(s) {', '.join(unknown)[:120]}; expected {', '.join(FIELDS)}")
+    age = _age(value["age"])
+    female = _sex(value["sex"])
+    family = _bool(value, "family_history", "lung cancer in a first-degree relative")
+    emphysema = _bool(value, "emphysema", "emphysema seen on CT")
+    count = _count(value["nodule_count"], nodules)
+    lobes = _upper_lobe(value["upper_lobe"], nodules)
+    warnings = []
+    if not PANCAN_AGE[0] <= age <= PANCAN_AGE[1]:
+        warnings.append(
+            f"age {age:g} is outside the {PANCAN_AGE[0]:g}-{PANCAN_AGE[1]:g} years of the PanCan cohort that Brock "
+            "was derived on: its probability is an extrapolation"
+        )
+    factors = [PatientFactors(age, female, family, emphysema, count, upper) for upper in lobes]
+    return factors, warnings

@@ -1,0 +1,210 @@
+"""Lung-RADS v2022 (American College of Radiology), baseline screening, for one nodule from the model's type and
+sizes: category 2, 3, 4A or 4B with its management and risk band, and what the rules need that a patch cannot show.
+
+Sizes are mean diameters ((long axis + perpendicular short axis) / 2 on the axial section) rounded to one decimal,
+as v2022 asks. The table (baseline, no prior CT):
+
+| type | 2 | 3 | 4A | 4B |
+| --- | --- | --- | --- | --- |
+| solid | < 6 mm | 6 to < 8 mm | 8 to < 15 mm | >= 15 mm |
+| part-solid | total < 6 mm | total >= 6 mm, solid < 6 mm | solid 6 to < 8 mm | solid >= 8 mm |
+| non-solid (ground glass) | < 30 mm | >= 30 mm | | |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
+
+VERSION = "Lung-RADS v2022 (ACR), baseline screening"
+BOUNDARY_MARGIN_MM = 1.0  # a size this close to a threshold gets a note: the model's diameter error is ~0.6 mm
+ALTERNATIVE_TYPE_MIN_P = 0.2  # another type at least this probable is assessed too, when its category differs
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    descriptor: str
+    management: str
+    risk: str  # probability of malignancy that v2022 gives the category
+
+
+CATEGORIES = {
+    "2": Category("2", "benign appearance or behavior", "continue annual screening: LDCT in 12 months", "< 1%"),
+    "3": Category("3", "probably benign", "LDCT in 6 months", "1-2%"),
+    "4A": Category(
+        "4A",
+        "suspicious",
+        "LDCT in 3 months; PET/CT may be considered when there is a solid nodule or solid component >= 8 mm",
+        "5-15%",
+    ),
+    "4B": Category(
+        "4B",
+        "very suspicious",
+        "referral for further clinical evaluation: diagnostic chest CT with or without contrast, PET/CT when there "
+        "is a solid nodule or solid component >= 8 mm, and/or tissue sampling, depending on the probability of "
+        "malignancy and comorbidities",
+        "> 15%",
+    ),
+}
+
+# Per type: (which size, [(upper bound exclusive, category), ...]) read in order; part-solid first checks the total.
+_SOLID = [(6.0, "2"), (8.0, "3"), (15.0, "4A"), (math.inf, "4B")]
+_PART_SOLID_TOTAL = 6.0
+_PART_SOLID_COMPONENT = [(6.0, "3"), (8.0, "4A"), (math.inf, "4B")]
+_NON_SOLID = [(30.0, "2"), (math.inf, "3")]
+_LABELS = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "non-solid (ground-glass)"}
+
+NOT_ASSESSED = (
+    "prior CT: v2022 categories for new, growing, stable or resolving nodules need a comparison; a baseline screen "
+    "is assumed",
+    "calcification pattern and fat: a benign calcification (complete, central, popcorn, concentric rings) or fat "
+    "makes a nodule category 1",
+    "juxtapleural or perifissural location: such solid nodules under 10 mm with smooth margins and an oval, "
+    "lentiform or triangular shape are category 2",
+    "airway nodules and atypical pulmonary cysts, which have their own v2022 rules",
+    "findings outside the nodule (lymphadenopathy, effusion, ...) that may raise a category 3 or 4 to 4X; only "
+    "the model's spiculation score is screened",
+    "category 0 (incomplete study, possible infection or inflammation) and the S modifier",
+    "the exam's category, which is that of its most suspicious nodule: each nodule is assessed alone",
+)
+
+
+def round_mean_diameter(value_mm: float) -> float:
+    """Mean diameter to one decimal, halves rounded up (7.95 -> 8.0), as a reader would report it."""
+    return float(Decimal(repr(float(value_mm))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _lookup(table: list[tuple[float, str]], size: float) -> tuple[str, float, float]:
+    lower = 0.0
+    for upper, code in table:
+        if size < upper:
+            return code, lower, upper
+        lower = upper
+    raise AssertionError("the last bound is infinite")
+
+
+def _band(lower: float, upper: float) -> str:
+    if lower == 0:
+        return f"< {upper:g} mm"
+    if math.isinf(upper):
+        return f">= {lower:g} mm"
+    return f">= {lower:g} and < {upper:g} mm"
+
+
+def categorize(nodule_type: str, diameter_mm: float, solid_diameter_mm: float = 0.0) -> tuple[str, str]:
+    """(category code, the rule that gave it) for sizes already rounded to one decimal."""
+    label = _LABELS[nodule_type]
+    if nodule_type == "solid":
+        code, lo, hi = _lookup(_SOLID, diameter_mm)
+        return code, f"{label} nodule, mean diameter {_band(lo, hi)} at baseline"
+    if nodule_type == "ground_glass":
+        code, lo, hi = _lookup(_NON_SOLID, diameter_mm)
+        return code, f"{label} nodule, mean diameter {_band(lo, hi)} at baseline"
+    if nodule_type != "part_solid":
+        raise ValueError(f"unknown nodule type {nodule_type!r}")
+    if diameter_mm < _PART_SOLID_TOTAL:
+        return "2", f"{label} nodule, total mean diameter < {_PART_SOLID_TOTAL:g} mm at baseline"
+    code, lo, hi = _lookup(_PART_SOLID_COMPONENT, solid_diameter_mm)
+    return code, (
+        f"{label} nodule, total mean diameter >= {_PART_SOLID_TOTAL:g} mm with a solid component "
+        f"{_band(lo, hi)} at baseline"
+    )
+
+
+def _thresholds(nodule_type: str) -> list[tuple[str, float]]:
+    if nodule_type == "solid":
+        return [("mean diameter", t) for t, _ in _SOLID[:-1]]
+    if nodule_type == "ground_glass":
+        return [("mean diameter", t) for t, _ in _NON_SOLID[:-1]]
+    return [("mean diameter", _PART_SOLID_TOTAL)] + [("solid component", t) for t, _ in _PART_SOLID_COMPONENT[:-1]]
+
+
+def _boundary_notes(nodule_type: str, sizes: dict[str, float]) -> list[str]:
+    notes = []
+    for name, threshold in _thresholds(nodule_type):
+        value = sizes[name]
+        if abs(value - threshold) < BOUNDARY_MARGIN_MM:
+            notes.append(
+                f"{name} {value:g} mm is within {BOUNDARY_MARGIN_MM:g} mm of the {threshold:g} mm threshold: the "
+                "category turns on the model's measurement error; confirm the size on the images"
+            )
+    return notes
+
+
+@dataclass(frozen=True)
+class Assessment:
+    category: Category
+    rule: str
+    nodule_type: str
+    diameter_mm: float
+    solid_diameter_mm: float | None
+    spiculation_score: float
+    suggest_4x_review: bool
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.category
+        return {
+            "version": VERSION,
+            "category": c.code,
+            "descriptor": c.descriptor,
+            "management": c.management,
+            "risk": c.risk,
+            "rule": self.rule,
+            "basis": {
+                "nodule_type": self.nodule_type,
+                "diameter_mm": self.diameter_mm,
+                "solid_diameter_mm": self.solid_diameter_mm,
+                "spiculation_score": round(self.spiculation_score, 3),
+            },
+            "suggest_4x_review": self.suggest_4x_review,
+            "spiculation_threshold": SPICULATION_THRESHOLD,
+            "alternatives": self.alternatives,
+            "notes": self.notes,
+            "not_assessed": list(NOT_ASSESSED),
+        }
+
+
+def assess(
+    type_probabilities: dict[str, float], diameter_mm: float, solid_diameter_mm: float, spiculation_score: float
+) -> Assessment:
+    """Lung-RADS for the model's most probable type; other types it finds plausible are assessed alongside."""
+    nodule_type = max(type_probabilities, key=lambda k: type_probabilities[k])
+    total = round_mean_diameter(diameter_mm)
+    solid = round_mean_diameter(max(solid_diameter_mm, 0.0))
+    notes = []
+    if solid > total:
+        notes.append(f"the predicted solid component ({solid:g} mm) exceeds the nodule ({total:g} mm); capped")
+        solid = total
+    code, rule = categorize(nodule_type, total, solid)
+    notes += _boundary_notes(nodule_type, {"mean diameter": total, "solid component": solid})
+    alternatives = []
+    for other, p in type_probabilities.items():
+        if other != nodule_type and p >= ALTERNATIVE_TYPE_MIN_P:
+            other_code, _ = categorize(other, total, solid)
+            if other_code != code:
+                alternatives.append({"nodule_type": other, "probability": round(float(p), 4), "category": other_code})
+    spiculated = is_spiculated(spiculation_score)
+    suggest_4x = spiculated and code in ("3", "4A", "4B")
+    if suggest_4x:
+        notes.append(
+            f"spiculation score {spiculation_score:.2f} >= {SPICULATION_THRESHOLD:g}: a reader may upgrade this "
+            "category 3 or 4 nodule to 4X (additional features that increase the suspicion of lung cancer)"
+        )
+    return Assessment(
+        category=CATEGORIES[code],
+        rule=rule,
+        nodule_type=nodule_type,
+        diameter_mm=total,
+        solid_diameter_mm=solid if nodule_type == "part_solid" else None,
+        spiculation_score=float(spiculation_score),
+        suggest_4x_review=suggest_4x,
+        alternatives=alternatives,
+        notes=notes,
+    )

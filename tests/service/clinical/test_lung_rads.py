@@ -1,0 +1,114 @@
+import pytest
+
+from service.clinical.lung_rads import CATEGORIES, NOT_ASSESSED, VERSION, assess, categorize, round_mean_diameter
+
+SOLID = {"solid": 0.9, "part_solid": 0.05, "ground_glass": 0.05}
+PART_SOLID = {"solid": 0.05, "part_solid": 0.9, "ground_glass": 0.05}
+NON_SOLID = {"solid": 0.05, "part_solid": 0.05, "ground_glass": 0.9}
+
+
+@pytest.mark.parametrize(
+    ("nodule_type", "diameter", "solid", "category"),
+    [
+        # solid: 6, 8 and 15 mm
+        ("solid", 0.5, 0.5, "2"),
+        ("solid", 5.9, 5.9, "2"),
+        ("solid", 6.0, 6.0, "3"),
+        ("solid", 7.9, 7.9, "3"),
+        ("solid", 8.0, 8.0, "4A"),
+        ("solid", 14.9, 14.9, "4A"),
+        ("solid", 15.0, 15.0, "4B"),
+        ("solid", 35.0, 35.0, "4B"),
+        # part-solid: total 6 mm, then the solid component at 6 and 8 mm
+        ("part_solid", 5.9, 0.0, "2"),
+        ("part_solid", 5.9, 5.9, "2"),
+        ("part_solid", 6.0, 0.0, "3"),
+        ("part_solid", 6.0, 5.9, "3"),
+        ("part_solid", 20.0, 5.9, "3"),
+        ("part_solid", 6.0, 6.0, "4A"),
+        ("part_solid", 20.0, 6.0, "4A"),
+        ("part_solid", 20.0, 7.9, "4A"),
+        ("part_solid", 8.0, 8.0, "4B"),
+        ("part_solid", 20.0, 8.0, "4B"),
+        # non-solid: 30 mm
+        ("ground_glass", 5.0, 0.0, "2"),
+        ("ground_glass", 29.9, 0.0, "2"),
+        ("ground_glass", 30.0, 0.0, "3"),
+        ("ground_glass", 45.0, 0.0, "3"),
+    ],
+)
+def test_categorize_follows_the_acr_v2022_baseline_table_at_every_boundary(nodule_type, diameter, solid, category):
+    code, rule = categorize(nodule_type, diameter, solid)
+    assert code == category, rule
+    assert "baseline" in rule
+
+
+@pytest.mark.parametrize(
+    ("raw", "rounded"),
+    [(5.94, 5.9), (5.95, 6.0), (5.949999809265137, 5.9), (7.95, 8.0), (14.95, 15.0), (29.95, 30.0), (8.0, 8.0)],
+)
+def test_mean_diameter_is_rounded_to_one_decimal_halves_up(raw, rounded):
+    assert round_mean_diameter(raw) == rounded
+
+
+@pytest.mark.parametrize(
+    ("probs", "diameter", "solid", "category"),
+    [
+        (SOLID, 5.94, 5.94, "2"),
+        (SOLID, 5.95, 5.95, "3"),
+        (SOLID, 7.96, 7.96, "4A"),
+        (SOLID, 14.96, 14.96, "4B"),
+        (PART_SOLID, 12.0, 7.96, "4B"),
+        (NON_SOLID, 29.96, 0.0, "3"),
+    ],
+)
+def test_assess_rounds_before_it_categorizes(probs, diameter, solid, category):
+    assert assess(probs, diameter, solid, 1.0).category.code == category
+
+
+def test_assessment_carries_version_management_risk_and_what_was_not_assessed():
+    out = assess(SOLID, 10.2, 10.0, 1.1).as_dict()
+    assert out["version"] == VERSION and "v2022" in out["version"]
+    assert out["category"] == "4A"
+    assert out["risk"] == CATEGORIES["4A"].risk == "5-15%"
+    assert "3 months" in out["management"]
+    assert out["basis"] == {
+        "nodule_type": "solid",
+        "diameter_mm": 10.2,
+        "solid_diameter_mm": None,
+        "spiculation_score": 1.1,
+    }
+    assert out["suggest_4x_review"] is False
+    assert out["not_assessed"] == list(NOT_ASSESSED)
+    joined = " ".join(out["not_assessed"])
+    for need in ("prior CT", "calcification", "juxtapleural", "perifissural"):
+        assert need in joined
+
+
+@pytest.mark.parametrize(
+    ("diameter", "spiculation", "flag"), [(10.0, 2.6, True), (10.0, 2.4, False), (6.5, 3.0, True), (4.0, 4.5, False)]
+)
+def test_4x_review_is_suggested_for_spiculated_category_3_or_4_only(diameter, spiculation, flag):
+    out = assess(SOLID, diameter, diameter, spiculation)
+    assert out.suggest_4x_review is flag
+    assert any("4X" in n for n in out.notes) is flag
+
+
+def test_a_size_near_a_threshold_is_noted():
+    near = assess(SOLID, 7.6, 7.6, 1.0)
+    assert near.category.code == "3"
+    assert any("8 mm threshold" in n for n in near.notes)
+    assert not assess(SOLID, 11.0, 11.0, 1.0).notes
+
+
+def test_a_plausible_other_type_with_another_category_is_reported():
+    probs = {"solid": 0.55, "part_solid": 0.05, "ground_glass": 0.4}
+    out = assess(probs, 10.0, 9.0, 1.0)
+    assert out.category.code == "4A"
+    assert out.alternatives == [{"nodule_type": "ground_glass", "probability": 0.4, "category": "2"}]
+
+
+def test_a_solid_component_larger_than_the_nodule_is_capped_and_noted():
+    out = assess(PART_SOLID, 7.0, 9.0, 1.0)
+    assert out.solid_diameter_mm == 7.0 and out.category.code == "4A"
+    assert any("capped" in n for n in out.notes)
