@@ -27,27 +27,71 @@ def resample_patch(
     spacing: Sequence[float],
     center_vox: Sequence[float],
     spec: Preprocessing,
+    positions: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """HU cube of spec.patch_size^3 at spec.spacing_mm centred on center_vox (fractional z, y, x indices).
 
     Returns the cube and the fraction of it that lies inside the supplied volume; outside, spec.fill_hu.
-    Downsampled axes are low-pass filtered first so that noise does not alias.
+    Downsampled axes are low-pass filtered first so that noise does not alias. `positions` may give, per axis,
+    explicit fractional input indices of the output samples (None: the even grid), for an axis whose input samples
+    are not evenly spaced (slices at their true positions, see fractional_indices); `spacing` along it is then its
+    typical step, which sets the low-pass filter.
     """
-    size, step = spec.patch_size, spec.spacing_mm
-    half_extent = (size - 1) / 2.0 * step
-    sigmas = [0.5 * np.sqrt(max((step / float(s)) ** 2 - 1.0, 0.0)) for s in spacing]
+    pos = grid_positions(spacing, center_vox, spec)
+    if positions is not None:
+        pos = [given if given is not None else even for given, even in zip(positions, pos, strict=True)]
+    return resample_at(volume, pos, lowpass_sigmas(spacing, spec), spec)
+
+
+def grid_positions(spacing: Sequence[float], center_vox: Sequence[float], spec: Preprocessing) -> list[np.ndarray]:
+    """Fractional input indices, per axis, of the output cube's voxel centres on an evenly spaced input."""
+    offsets = (np.arange(spec.patch_size) - (spec.patch_size - 1) / 2.0) * spec.spacing_mm
+    return [float(c) + offsets / float(s) for c, s in zip(center_vox, spacing, strict=True)]
+
+
+def lowpass_sigmas(spacing: Sequence[float], spec: Preprocessing) -> list[float]:
+    """Gaussian sigma (input voxels) per axis that keeps downsampling to spec.spacing_mm from aliasing."""
+    return [0.5 * float(np.sqrt(max((spec.spacing_mm / float(s)) ** 2 - 1.0, 0.0))) for s in spacing]
+
+
+def axis_support(pos: np.ndarray, sigma: float, n_in: int) -> tuple[int, int]:
+    """The input indices [first, last) that resampling at ascending positions pos reads along an axis of n_in
+    samples, the low-pass filter's reach included (first >= last: none)."""
+    margin = int(np.ceil(3.0 * sigma)) + 2  # the low-pass filter must not see the crop's edge
+    first = int(np.floor(pos[0])) - margin
+    last = int(np.ceil(pos[-1])) + margin + 1
+    return max(first, 0), min(last, n_in)
+
+
+def fractional_indices(sample_mm: np.ndarray, axis_mm: np.ndarray) -> np.ndarray:
+    """Fractional indices of the positions sample_mm along an axis whose samples lie at the ascending axis_mm (slices
+    at their true positions): linear between samples, extrapolated with the first and last steps."""
+    axis_mm = np.asarray(axis_mm, dtype=np.float64)
+    sample_mm = np.asarray(sample_mm, dtype=np.float64)
+    index = np.arange(len(axis_mm), dtype=np.float64)
+    if len(axis_mm) == 1:
+        return np.where(sample_mm == axis_mm[0], 0.0, np.where(sample_mm < axis_mm[0], -np.inf, np.inf))
+    out = np.interp(sample_mm, axis_mm, index)
+    below, above = sample_mm < axis_mm[0], sample_mm > axis_mm[-1]
+    out[below] = (sample_mm[below] - axis_mm[0]) / (axis_mm[1] - axis_mm[0])
+    out[above] = len(axis_mm) - 1 + (sample_mm[above] - axis_mm[-1]) / (axis_mm[-1] - axis_mm[-2])
+    return out
+
+
+def resample_at(
+    volume: np.ndarray, positions: Sequence[np.ndarray], sigmas: Sequence[float], spec: Preprocessing
+) -> tuple[np.ndarray, float]:
+    """The cube sampled at the given per-axis fractional input indices (ascending), low-pass filtered with sigmas
+    (input voxels), and the fraction of it inside the volume; outside, spec.fill_hu."""
+    size = spec.patch_size
     lo, hi, coords, inside = [], [], [], 1.0
-    for axis in range(3):
-        s = float(spacing[axis])
-        margin = int(np.ceil(3.0 * sigmas[axis])) + 2  # the low-pass filter must not see the crop's edge
-        pos = center_vox[axis] + (np.arange(size) - (size - 1) / 2.0) * step / s
-        first = int(np.floor(center_vox[axis] - half_extent / s)) - margin
-        last = int(np.ceil(center_vox[axis] + half_extent / s)) + margin + 1
-        first, last = max(first, 0), min(last, volume.shape[axis])
+    for axis, (pos, sigma) in enumerate(zip(positions, sigmas, strict=True)):
+        n_in = volume.shape[axis]
+        first, last = axis_support(pos, sigma, n_in)
         lo.append(first)
         hi.append(last)
-        coords.append(pos - first)
-        inside *= float(np.mean((pos >= -0.5) & (pos <= volume.shape[axis] - 0.5)))
+        coords.append(np.asarray(pos, dtype=np.float64) - first)
+        inside *= float(np.mean((pos >= -0.5) & (pos <= n_in - 0.5)))
     if any(b <= a for a, b in zip(lo, hi, strict=True)):
         return np.full((size,) * 3, spec.fill_hu, dtype=np.float32), 0.0
     region = np.asarray(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
