@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(GiB, ge=1, description="largest request body")
     max_json_bytes: int = Field(64 * MiB, ge=1, description="largest application/json body")
     max_patch_voxels: int = Field(64 * MiB, ge=1, description="largest patch (voxels) accepted")
+    dicom_max_files: int = Field(
+        2048, ge=1, description="DICOM files (or frames of multi-frame files) in one series upload"
+    )
+    dicom_max_bytes: int = Field(
+        768 * MiB, ge=1, description="DICOM bytes in one upload, a .zip's uncompressed content included"
+    )
+    dicom_max_zip_entries: int = Field(4096, ge=1, description="entries in an uploaded .zip, counted while reading")
+    dicom_max_nodules: int = Field(32, ge=1, le=1024, description="nodule centres per series request")
+    dicom_concurrency: int = Field(
+        2, ge=1, description="series uploads prepared at once (each holds its files and decoded slices in memory)"
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when the queue is full")
     log_level: str = Field("info", description="log level of the service's own logger")
 

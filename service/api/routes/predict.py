@@ -1,4 +1,5 @@
-"""POST /predict and /v1/predict: a nodule patch in (.npy upload or JSON), per-head results out."""
+"""POST /predict and /v1/predict: a nodule patch in (.npy upload or JSON), or a CT series with nodule centres
+(routes/series.py), per-head results out."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import get_state
 from service.api.multipart import Part, parse_form
-from service.api.schemas import NOTICE, JsonPatchRequest, MultipartPatchRequest, PredictResponse, Problem
+from service.api.routes.series import SERIES_FIELDS, SeriesInput, nodule_result, predict_series, series_from_form
+from service.api.schemas import (
+    NOTICE,
+    JsonPatchRequest,
+    MultipartPatchRequest,
+    MultipartSeriesRequest,
+    PredictResponse,
+    Problem,
+)
 from service.errors import (
     DeadlineExceeded,
     NotReady,
@@ -45,7 +54,11 @@ _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": MultipartPatchRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "oneOf": [MultipartPatchRequest.model_json_schema(), MultipartSeriesRequest.model_json_schema()]
+                }
+            },
             "application/json": {"schema": JsonPatchRequest.model_json_schema()},
         },
     }
@@ -91,11 +104,12 @@ def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.
     return cube, center, warnings
 
 
-async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
-    """The body's parts by content type; array work is left to _prepare."""
+async def _read_patch(request: Request, state: ServiceState) -> PatchInput | SeriesInput:
+    """The body's parts by content type; array work is left to _prepare (a series: to routes/series.py)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        parts = parse_form(await request.body(), request.headers["content-type"], max_parts=MAX_FORM_PARTS)
+        max_parts = max(MAX_FORM_PARTS, state.settings.dicom_max_files + len(SERIES_FIELDS))
+        parts = parse_form(await request.body(), request.headers["content-type"], max_parts=max_parts)
         return _patch_from_form(parts)
     if ctype == "application/json":
         declared = request.headers.get("content-length", "")
@@ -112,12 +126,12 @@ async def _read_patch(request: Request, state: ServiceState) -> PatchInput:
     )
 
 
-def _patch_from_form(parts: list[Part]) -> PatchInput:
+def _patch_from_form(parts: list[Part]) -> PatchInput | SeriesInput:
     """The patch file and its text fields; unknown or repeated fields are refused, never ignored."""
     fields: dict[str, Part] = {}
     for part in parts:
-        if part.name == "series":
-            raise UnusableInput("DICOM series uploads are not supported by this version; send 'patch'")
+        if part.name in SERIES_FIELDS:
+            return series_from_form(parts)
         if part.name not in FORM_FIELDS:
             raise UnusableInput(f"unknown form field {part.name[:40]!r}; expected {', '.join(FORM_FIELDS)}")
         if part.name in fields:
@@ -125,7 +139,10 @@ def _patch_from_form(parts: list[Part]) -> PatchInput:
         fields[part.name] = part
     upload = fields.get("patch")
     if upload is None:
-        raise UnusableInput("the form needs a 'patch' file (.npy of HU values, axes z, y, x)")
+        raise UnusableInput(
+            "the form needs a 'patch' file (.npy of HU values, axes z, y, x), or 'series' (DICOM files or one .zip) "
+            "with 'centers'"
+        )
     if not upload.is_file:
         raise UnusableInput("'patch' must be a file part (.npy), not a text field")
     text = {name: fields[name].text() for name in ("spacing", "center") if name in fields}
@@ -143,18 +160,15 @@ def _check_deadline(deadline: float, state: ServiceState) -> None:
         raise DeadlineExceeded("the request's deadline passed while its body was being received")
 
 
-def _result(manifest: Manifest, outputs: list[np.ndarray], center, warnings: list[str]) -> dict[str, Any]:
-    nodule: dict[str, Any] = {"center": {"i": center[2], "j": center[1], "k": center[0]}}
-    for spec, row in zip(manifest.outputs, outputs, strict=True):
-        nodule[spec.name] = dict(zip(spec.labels or [], (round(float(v), 6) for v in row), strict=True))
-    nodule["warnings"] = warnings
-    return nodule
+def _center(zyx: tuple) -> dict[str, float]:
+    return {"i": zyx[2], "j": zyx[1], "k": zyx[0]}
 
 
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
 @router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
 async def predict(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
-    """Predict every head for one nodule patch (HU values with their voxel spacing)."""
+    """Predict every head for one nodule patch (HU values with their voxel spacing), or for each nodule of a CT
+    series (DICOM files or one .zip, with the nodules' centres)."""
     started = time.perf_counter()
     if not state.ready or state.batcher is None or state.model is None:
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
@@ -162,6 +176,8 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     manifest = state.model.manifest
     item = await _read_patch(request, state)
     _check_deadline(deadline, state)
+    if isinstance(item, SeriesInput):
+        return await predict_series(request, state, item, started, deadline)
     t_pre = time.perf_counter()
     max_voxels = state.settings.max_patch_voxels
     if item.small_enough_to_inline(state.settings.inline_prepare_bytes):
@@ -175,7 +191,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     body = {
         "request_id": request.state.request_id,
         "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
-        "nodules": [_result(manifest, prediction.outputs, center_zyx, warnings)],
+        "nodules": [nodule_result(manifest, prediction.outputs, _center(center_zyx), warnings)],
         "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
         "timings_ms": {
             "preprocess": round(preprocess_s * 1000, 3),

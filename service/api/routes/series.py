@@ -1,0 +1,148 @@
+"""The CT branch of POST /predict: a DICOM series (files or one .zip) with nodule centres, one result per nodule.
+
+The series is prepared in a worker thread (at most RESMTNET_DICOM_CONCURRENCY at once, so that memory stays
+bounded), then every nodule's cube goes to the same batcher as patches, all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from service.api.multipart import Part
+from service.api.schemas import NOTICE
+from service.dicom.pipeline import prepare
+from service.dicom.series import SeriesChoice
+from service.dicom.sources import SeriesLimits
+from service.errors import Overloaded, UnusableInput
+from service.runtime.manifest import Manifest
+from service.state import ServiceState
+
+SERIES_FIELDS = ("series", "centers", "series_index", "series_uid")
+
+
+@dataclass
+class SeriesInput:
+    """The parts of a series request, before any parsing of DICOM."""
+
+    files: list[memoryview] = field(default_factory=list)
+    centers: str | None = None
+    choice: SeriesChoice = field(default_factory=SeriesChoice)
+
+
+def series_from_form(parts: list[Part]) -> SeriesInput:
+    """The `series` files and the text fields; unknown or repeated text fields are refused."""
+    item = SeriesInput()
+    text: dict[str, str] = {}
+    for part in parts:
+        if part.name == "series":
+            if not part.is_file:
+                raise UnusableInput("'series' must be file parts (DICOM files or one .zip), not text fields")
+            item.files.append(part.data)
+            continue
+        if part.name == "patch":
+            if any(other.name == "series" for other in parts):
+                raise UnusableInput("send either 'patch' or 'series', not both")
+            first = next(other.name for other in parts if other.name in SERIES_FIELDS)
+            raise UnusableInput(
+                f"form field {first!r} belongs to a series upload; a patch takes patch, spacing, center"
+            )
+        if part.name not in SERIES_FIELDS:
+            raise UnusableInput(f"unknown form field {part.name[:40]!r}; expected {', '.join(SERIES_FIELDS)}")
+        if part.name in text:
+            raise UnusableInput(f"form field {part.name!r} appears more than once")
+        text[part.name] = part.text()
+    if not item.files:
+        raise UnusableInput("the form has no 'series' file: send DICOM files or one .zip as 'series', with 'centers'")
+    item.centers = text.get("centers")
+    item.choice = _choice(text.get("series_index"), text.get("series_uid"))
+    return item
+
+
+def _choice(index: str | None, uid: str | None) -> SeriesChoice:
+    if index is not None and uid is not None:
+        raise UnusableInput("give series_index or series_uid, not both")
+    if index is not None:
+        try:
+            return SeriesChoice(index=int(index.strip()))
+        except ValueError:
+            raise UnusableInput("series_index must be an integer (0 for the first series in the upload)") from None
+    if uid is not None:
+        uid = uid.strip()
+        if not uid or len(uid) > 64:
+            raise UnusableInput("series_uid must be a DICOM UID (at most 64 characters)")
+        return SeriesChoice(uid=uid)
+    return SeriesChoice()
+
+
+def limits_of(state: ServiceState) -> SeriesLimits:
+    s = state.settings
+    return SeriesLimits(s.dicom_max_files, s.dicom_max_bytes, s.dicom_max_zip_entries, s.dicom_max_nodules)
+
+
+def _gate(request: Request, state: ServiceState) -> asyncio.Semaphore:
+    """One semaphore per app bounds the series being prepared at once."""
+    gate = getattr(request.app.state, "dicom_gate", None)
+    if gate is None:
+        gate = asyncio.Semaphore(state.settings.dicom_concurrency)
+        request.app.state.dicom_gate = gate
+    return gate
+
+
+async def predict_series(
+    request: Request, state: ServiceState, item: SeriesInput, started: float, deadline: float
+) -> JSONResponse:
+    """Prepare the series off the event loop, then batch every nodule's cube; one result per centre, in order."""
+    assert state.batcher is not None and state.model is not None
+    manifest = state.model.manifest
+    gate = _gate(request, state)
+    try:
+        await asyncio.wait_for(gate.acquire(), max(deadline - time.perf_counter(), 0.0))
+    except TimeoutError:
+        raise Overloaded(
+            "other CT uploads are being prepared; retry later",
+            headers={"Retry-After": str(state.settings.retry_after_s)},
+        ) from None
+    try:
+        t_pre = time.perf_counter()
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            None, prepare, item.files, item.centers, item.choice, manifest.preprocessing, limits_of(state)
+        )
+        preprocess_s = time.perf_counter() - t_pre
+    finally:
+        gate.release()
+    state.metrics.preprocess_seconds.observe(preprocess_s)
+    batcher = state.batcher
+    predictions = await asyncio.gather(*(batcher.submit(n.cube, deadline) for n in prepared.nodules))
+    body = {
+        "request_id": request.state.request_id,
+        "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
+        "series": prepared.series,
+        "nodules": [
+            nodule_result(manifest, p.outputs, n.center, n.warnings)
+            for n, p in zip(prepared.nodules, predictions, strict=True)
+        ],
+        "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
+        "timings_ms": {
+            "preprocess": round(preprocess_s * 1000, 3),
+            "queue": round(max(p.queue_s for p in predictions) * 1000, 3),
+            "inference": round(max(p.inference_s for p in predictions) * 1000, 3),
+            "total": round((time.perf_counter() - started) * 1000, 3),
+        },
+        "notice": NOTICE,
+    }
+    return JSONResponse(body)
+
+
+def nodule_result(manifest: Manifest, outputs: list, center: dict[str, float], warnings: list[str]) -> dict[str, Any]:
+    """One nodule's entry: the centre used, every head labelled from the manifest, warnings."""
+    nodule: dict[str, Any] = {"center": center}
+    for spec, row in zip(manifest.outputs, outputs, strict=True):
+        nodule[spec.name] = dict(zip(spec.labels or [], (round(float(v), 6) for v in row), strict=True))
+    nodule["warnings"] = warnings
+    return nodule

@@ -1,0 +1,15 @@
+"""CT series uploads: DICOM files (or one .zip) in memory -> a sorted, validated series -> HU cubes around nodules.
+
+Modules, one reason to change each: sources (files out of the upload, limits enforced while reading), headers
+(what pydicom reads from each file, without pixel data), series (grouping, selection, consistency), geometry
+(slice order, spacing, world <-> voxel), pixels (decoding only the slices a patch needs), centers (the client's
+nodule centres), pipeline (the whole preparation for the route).
+
+Nothing here logs, echoes or labels a value that could identify a patient or a study: errors carry counts, indices
+and geometry only.
+"""
+
+from pydicom import config as _pydicom_config
+
+# Values are never validated while reading: validation warnings quote tag values (names, dates) and slow the scan.
+_pydicom_config.settings.reading_validation_mode = _pydicom_config.IGNORE

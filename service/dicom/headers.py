@@ -1,0 +1,239 @@
+"""What each file says about its slices, read without pixel data: one SliceHeader per image (per frame for Enhanced
+CT multi-frame files, whose geometry lives in the shared and per-frame functional groups).
+
+pydicom's exceptions and values never reach a message: errors name the file by its position and the tag by keyword.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from service.dicom.sources import looks_like_dicom
+from service.errors import MalformedInput, UnusableInput
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.2"
+CT_CLASSES = frozenset({CT_IMAGE, ENHANCED_CT_IMAGE, LEGACY_ENHANCED_CT_IMAGE})
+DIRECTORY_CLASS = "1.2.840.10008.1.3.10"
+
+# Only these elements are converted; pydicom steps over the rest (the pixel data is never read here).
+HEADER_TAGS = [
+    Tag(keyword)
+    for keyword in (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "ImageType",
+        "Modality",
+        "SeriesInstanceUID",
+        "SliceThickness",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+        "PixelSpacing",
+        "BitsAllocated",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "PixelPaddingValue",
+        "PixelPaddingRangeLimit",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "SharedFunctionalGroupsSequence",
+        "PerFrameFunctionalGroupsSequence",
+    )
+]
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """One image of the upload. UIDs stay inside the service: they are compared, never shown."""
+
+    file: int  # position of its file in the upload
+    frame: int | None  # frame index in a multi-frame file, None for a single-frame file
+    sop_class: str
+    sop_instance: str
+    series_uid: str
+    modality: str
+    localizer: bool
+    rows: int | None
+    columns: int | None
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns) mm
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient: row direction, column direction
+    position: tuple[float, float, float] | None  # ImagePositionPatient of the first voxel, LPS mm
+    thickness: float | None
+    slope: float
+    intercept: float
+    padding: tuple[int, int] | None  # stored values [low, high] that mark pixels outside the scanned field
+    samples_per_pixel: int
+    transfer_syntax: str
+
+
+def read_headers(files: list[bytes | memoryview]) -> list[SliceHeader]:
+    """Every image of every file, in upload order; DICOMDIR files are passed over."""
+    out: list[SliceHeader] = []
+    for n, data in enumerate(files):
+        ds = _read(n, data)
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        if sop_class == DIRECTORY_CLASS:
+            continue
+        out.extend(_slices(n, ds, sop_class))
+    return out
+
+
+def _read(n: int, data: bytes | memoryview) -> Dataset:
+    if not looks_like_dicom(data):
+        raise MalformedInput(
+            f"series file {n + 1} is not a DICOM file (no 'DICM' marker, no DICOM element at its start)"
+        )
+    try:
+        source = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
+        return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault; its message may quote values
+        raise MalformedInput(f"series file {n + 1} is not a readable DICOM file ({type(exc).__name__})") from None
+
+
+def _slices(n: int, ds: Dataset, sop_class: str) -> list[SliceHeader]:
+    common: dict[str, Any] = {
+        "file": n,
+        "sop_class": sop_class,
+        "sop_instance": str(ds.get("SOPInstanceUID", "") or ""),
+        "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "modality": str(ds.get("Modality", "") or "").strip().upper(),
+        "rows": _int(n, ds, "Rows"),
+        "columns": _int(n, ds, "Columns"),
+        "padding": _padding(n, ds),
+        "samples_per_pixel": _int(n, ds, "SamplesPerPixel") or 1,
+        "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""),
+    }
+    frames = _int(n, ds, "NumberOfFrames")
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames is None or (frames == 1 and shared is None and per_frame is None):
+        return [_single(n, ds, common)]
+    if frames < 1:
+        raise UnusableInput(f"series file {n + 1} has NumberOfFrames {frames}")
+    if per_frame is not None and len(per_frame) != frames:
+        raise UnusableInput(
+            f"series file {n + 1} has {frames} frames but {len(per_frame)} per-frame functional group items"
+        )
+    return [_frame(n, ds, common, f, shared, per_frame[f] if per_frame is not None else None) for f in range(frames)]
+
+
+def _single(n: int, ds: Dataset, common: dict[str, Any]) -> SliceHeader:
+    return SliceHeader(
+        frame=None,
+        localizer=_is_localizer(ds.get("ImageType")),
+        pixel_spacing=_floats(n, ds, "PixelSpacing", 2),  # type: ignore[arg-type]
+        orientation=_floats(n, ds, "ImageOrientationPatient", 6),
+        position=_floats(n, ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
+        thickness=_float(n, ds, "SliceThickness"),
+        slope=_float(n, ds, "RescaleSlope") or 1.0,
+        intercept=_float(n, ds, "RescaleIntercept") or 0.0,
+        **common,
+    )
+
+
+def _frame(n: int, ds: Dataset, common: dict[str, Any], f: int, shared: Any, item: Any) -> SliceHeader:
+    """One frame of an Enhanced CT file: each macro from the frame's own functional groups, else the shared ones,
+    else (Legacy Converted files) the top level."""
+
+    def macro(sequence: str) -> Dataset | None:
+        for groups in (item, shared):
+            found = _first(groups, sequence) if groups is not None else None
+            if found is not None:
+                return found
+        return None
+
+    position, orientation = macro("PlanePositionSequence"), macro("PlaneOrientationSequence")
+    measures, values = macro("PixelMeasuresSequence"), macro("PixelValueTransformationSequence")
+    frame_type = macro("CTImageFrameTypeSequence")
+    return SliceHeader(
+        frame=f,
+        localizer=_is_localizer((frame_type or ds).get("FrameType", None) or ds.get("ImageType")),
+        pixel_spacing=_floats(n, measures or ds, "PixelSpacing", 2),  # type: ignore[arg-type]
+        orientation=_floats(n, orientation or ds, "ImageOrientationPatient", 6),
+        position=_floats(n, position or ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
+        thickness=_float(n, measures or ds, "SliceThickness"),
+        slope=_float(n, values or ds, "RescaleSlope") or 1.0,
+        intercept=_float(n, values or ds, "RescaleIntercept") or 0.0,
+        **common,
+    )
+
+
+def _first(ds: Any, keyword: str) -> Dataset | None:
+    sequence = ds.get(keyword) if ds is not None else None
+    if sequence is None or len(sequence) == 0:
+        return None
+    return sequence[0]
+
+
+def _is_localizer(image_type: Any) -> bool:
+    values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    return any(str(v).strip().upper() == "LOCALIZER" for v in values)
+
+
+def _value(n: int, ds: Dataset, keyword: str) -> Any:
+    try:
+        element = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a value pydicom cannot convert
+        raise UnusableInput(f"series file {n + 1}: {keyword} cannot be read") from None
+    if element is None or element == "" or (hasattr(element, "__len__") and len(element) == 0):
+        return None
+    return element
+
+
+def _float(n: int, ds: Dataset, keyword: str) -> float | None:
+    value = _value(n, ds, keyword)
+    if value is None:
+        return None
+    if not isinstance(value, str | bytes | int | float):  # a multi-valued element: its first value
+        value = value[0] if len(value) else None
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UnusableInput(f"series file {n + 1}: {keyword} is not a number") from None
+    if not math.isfinite(out):
+        raise UnusableInput(f"series file {n + 1}: {keyword} is not finite")
+    return out
+
+
+def _floats(n: int, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    value = _value(n, ds, keyword)
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in (value if not isinstance(value, str | bytes) else [value]))
+    except (TypeError, ValueError):
+        raise UnusableInput(f"series file {n + 1}: {keyword} is not numeric") from None
+    if len(out) != count or not all(math.isfinite(v) for v in out):
+        raise UnusableInput(f"series file {n + 1}: {keyword} must be {count} finite numbers")
+    return out
+
+
+def _int(n: int, ds: Dataset, keyword: str) -> int | None:
+    value = _value(n, ds, keyword)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UnusableInput(f"series file {n + 1}: {keyword} is not an integer") from None
+
+
+def _padding(n: int, ds: Dataset) -> tuple[int, int] | None:
+    """PixelPaddingValue (and PixelPaddingRangeLimit) as stored values, low <= high."""
+    value = _int(n, ds, "PixelPaddingValue")
+    if value is None:
+        return None
+    limit = _int(n, ds, "PixelPaddingRangeLimit")
+    low, high = (value, value) if limit is None else (min(value, limit), max(value, limit))
+    return low, high

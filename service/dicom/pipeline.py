@@ -1,0 +1,91 @@
+"""A CT upload to model inputs: files -> headers -> one sorted series -> for each nodule, the few slices around it
+decoded and resampled to the model's cube with the single copy of preprocessing (service.imaging.preprocess)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.dicom import centers as centres
+from service.dicom.headers import read_headers
+from service.dicom.pixels import SliceReader
+from service.dicom.series import Series, SeriesChoice, assemble
+from service.dicom.sources import SeriesLimits, collect
+from service.errors import PayloadTooLarge
+from service.imaging.preprocess import axis_support, fractional_indices, lowpass_sigmas, resample_at, window
+from service.runtime.manifest import Preprocessing
+
+
+@dataclass
+class PreparedNodule:
+    cube: np.ndarray  # (D, D, D) float32, windowed: the model's input
+    center: dict[str, float]
+    warnings: list[str]
+
+
+@dataclass
+class PreparedSeries:
+    nodules: list[PreparedNodule]
+    series: dict
+    decoded_slices: int
+
+
+def prepare(
+    series_parts: list[memoryview],
+    centers_text: str | None,
+    choice: SeriesChoice,
+    spec: Preprocessing,
+    limits: SeriesLimits,
+) -> PreparedSeries:
+    """Everything a series request needs before the model; raises the service's typed errors."""
+    requested = centres.parse_centers(centers_text, limits.max_nodules)
+    upload = collect(series_parts, limits)
+    headers = read_headers(upload.files)
+    if len(headers) > limits.max_files:
+        raise PayloadTooLarge(f"the upload holds {len(headers)} images (files or frames); at most {limits.max_files}")
+    series = assemble(headers, choice, spec.field_of_view_mm)
+    series.warnings[:0] = upload.notes
+    located = [centres.locate(n, system, values, series.geometry) for n, (system, values) in enumerate(requested)]
+    reader = SliceReader(upload.files, series.slices, spec.fill_hu)
+    nodules = [_nodule(center, series, reader, spec) for center in located]
+    return PreparedSeries(nodules, series.summary(), reader.decoded_slices)
+
+
+def _nodule(center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:
+    """The model's cube around one centre: sample positions along the normal at the true slice positions, in-plane
+    on the pixel grid; only the slices, rows and columns the resampling reads are decoded."""
+    geo = series.geometry
+    offsets = (np.arange(spec.patch_size) - (spec.patch_size - 1) / 2.0) * spec.spacing_mm
+    i, j, k = (float(v) for v in center.voxel)
+    positions = [
+        fractional_indices(geo.slice_position(k) + offsets, geo.slice_mm),
+        j + offsets / geo.row_spacing,
+        i + offsets / geo.column_spacing,
+    ]
+    sigmas = lowpass_sigmas(geo.spacing_zyx, spec)
+    shape = (geo.slices, geo.rows, geo.columns)
+    support = [axis_support(pos, sigma, n) for pos, sigma, n in zip(positions, sigmas, shape, strict=True)]
+    region, padded = reader.region(*support)
+    local = [pos - first for pos, (first, _) in zip(positions, support, strict=True)]
+    cube, covered = resample_at(region, local, sigmas, spec)
+    warnings = list(series.warnings)
+    if covered < 0.999:
+        warnings.append(
+            f"the series covers {covered:.0%} of the model's {spec.field_of_view_mm:g} mm field of view around this "
+            f"nodule; the rest was filled with {spec.fill_hu:g} HU"
+        )
+    if padded:
+        warnings.append(
+            f"the patch reaches outside the scanner's field of view (pixel padding), filled with {spec.fill_hu:g} HU"
+        )
+    _check_hounsfield(region, warnings)
+    return PreparedNodule(window(cube, spec), center.as_dict(), warnings)
+
+
+def _check_hounsfield(region: np.ndarray, warnings: list[str]) -> None:
+    low = float(region.min())
+    if low > -500:
+        warnings.append(
+            f"no value below -500 HU around this nodule (lowest {low:g}): no lung here, or a wrong rescale intercept"
+        )

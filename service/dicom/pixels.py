@@ -1,0 +1,102 @@
+"""Pixel data of the few slices a patch needs, decoded on demand (one frame at a time for multi-frame files),
+rescaled to HU (RescaleSlope and RescaleIntercept of each slice or frame), padding pixels set to the fill value.
+
+Compressed transfer syntaxes are decoded by pydicom's plugins, installed with the service: pylibjpeg with
+pylibjpeg-libjpeg (JPEG Lossless, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000), pylibjpeg-rle or pydicom (RLE).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder, pixel_array
+from pydicom.uid import UID
+
+from service.dicom.headers import SliceHeader
+from service.errors import UnusableInput
+
+
+class SliceReader:
+    """HU regions of a sorted series, decoding each slice at most once per request."""
+
+    def __init__(self, files: list[bytes | memoryview], slices: list[SliceHeader], fill_hu: float) -> None:
+        self._files = files
+        self._slices = slices
+        self._fill = np.float32(fill_hu)
+        self._datasets: dict[int, Dataset] = {}
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.decoded_slices = 0
+
+    def region(self, k: tuple[int, int], j: tuple[int, int], i: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """HU (float32) of slices k[0]:k[1], rows j[0]:j[1], columns i[0]:i[1], and whether any padding pixel
+        (outside the scanner's field of view) lies in it."""
+        out = np.empty((k[1] - k[0], j[1] - j[0], i[1] - i[0]), dtype=np.float32)
+        padded = False
+        for n in range(k[0], k[1]):
+            raw, mask = self._slice(n)
+            h = self._slices[n]
+            crop = raw[j[0] : j[1], i[0] : i[1]]
+            np.multiply(crop, np.float32(h.slope), out=out[n - k[0]], casting="unsafe")
+            out[n - k[0]] += np.float32(h.intercept)
+            if mask is not None:
+                hit = mask[j[0] : j[1], i[0] : i[1]]
+                if hit.any():
+                    out[n - k[0]][hit] = self._fill
+                    padded = True
+        return out, padded
+
+    def _slice(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stored values of sorted slice n and its padding mask (None when it has no padding)."""
+        if n not in self._decoded:
+            h = self._slices[n]
+            raw = self._decode(h)
+            if raw.shape != (h.rows, h.columns):
+                raise UnusableInput(
+                    f"series file {h.file + 1}: its pixel data is {'x'.join(map(str, raw.shape))}, not the "
+                    f"{h.rows}x{h.columns} its header declares"
+                )
+            mask = None
+            if h.padding is not None:
+                mask = (raw >= h.padding[0]) & (raw <= h.padding[1])
+                mask = mask if mask.any() else None
+            self._decoded[n] = (raw, mask)
+            self.decoded_slices += 1
+        return self._decoded[n]
+
+    def _decode(self, h: SliceHeader) -> np.ndarray:
+        syntax = UID(h.transfer_syntax) if h.transfer_syntax else None
+        if syntax is not None and syntax.is_compressed:
+            decoder = _decoder(syntax)
+            if decoder is None or not decoder.is_available:
+                raise UnusableInput(
+                    f"series file {h.file + 1}: pixel data in transfer syntax {syntax.name!r} cannot be decoded by "
+                    "this installation; send uncompressed, JPEG Lossless, JPEG-LS, JPEG 2000 or RLE Lossless"
+                )
+        try:
+            ds = self._dataset(h.file)
+            return pixel_array(ds, index=h.frame) if h.frame is not None else pixel_array(ds)
+        except UnusableInput:
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupt pixel data; pydicom's message is not passed on
+            raise UnusableInput(
+                f"series file {h.file + 1}: its pixel data cannot be decoded ({type(exc).__name__})"
+            ) from None
+
+    def _dataset(self, n: int) -> Dataset:
+        """The whole file as a dataset, read once (for a multi-frame file, each frame is decoded from it alone)."""
+        if n not in self._datasets:
+            data = self._files[n]
+            self._datasets[n] = pydicom.dcmread(
+                io.BytesIO(data if isinstance(data, bytes) else bytes(data)), force=True
+            )
+        return self._datasets[n]
+
+
+def _decoder(syntax: UID):  # type: ignore[no-untyped-def]
+    try:
+        return get_decoder(syntax)
+    except NotImplementedError:  # no decoder for this transfer syntax at all
+        return None

@@ -1,0 +1,168 @@
+"""Each class of unusable upload gets its precise 4xx, raised before anything reaches the model."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from pydicom.uid import MRImageStorage
+
+from service.dicom.series import SeriesChoice
+from service.dicom.sources import SeriesLimits, count_entries
+from service.errors import MalformedInput, PayloadTooLarge, ProblemError, UnusableInput
+from tests.service.dicom.builders import rewrite, small_chest, tilt, world_centers, write, zip_bytes
+from tests.service.dicom.conftest import LIMITS, run
+
+
+def refused(kind: type[ProblemError], fragment: str, *args, **kwargs) -> ProblemError:
+    with pytest.raises(kind) as caught:
+        run(*args, **kwargs)
+    assert fragment in caught.value.detail, caught.value.detail
+    return caught.value
+
+
+def test_not_ct_is_refused(phantom, tmp_path):
+    def change(ds, _):
+        ds.Modality, ds.SOPClassUID = "MR", MRImageStorage
+
+    paths = rewrite(write(phantom, tmp_path), change)
+    refused(UnusableInput, "not CT", paths, world_centers(phantom))
+
+
+def test_gantry_tilt_is_refused(phantom, tmp_path):
+    paths = tilt(write(phantom, tmp_path), mm_per_slice=0.2)
+    refused(UnusableInput, "gantry tilt", paths, world_centers(phantom))
+
+
+def test_missing_geometry_is_named(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+    rewrite(paths[5:7], lambda ds, _: delattr(ds, "ImagePositionPatient"))
+    refused(UnusableInput, "ImagePositionPatient is absent from 2 of", paths, world_centers(phantom))
+
+
+def test_inconsistent_rows_and_columns_are_refused(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+
+    def shrink(ds, _):
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[:32]).tobytes()
+        ds.Rows = 32
+
+    rewrite(paths[:1], shrink)
+    refused(UnusableInput, "inconsistent rows/columns", paths, world_centers(phantom))
+
+
+def test_too_few_slices_to_cover_the_patch(phantom, series_paths):
+    refused(UnusableInput, "too few slices to cover the patch", series_paths[:20], world_centers(phantom))
+
+
+def test_a_single_slice_is_refused(phantom, series_paths):
+    refused(UnusableInput, "at least 2", series_paths[:1], world_centers(phantom))
+
+
+def test_a_nodule_outside_the_volume_is_named_by_its_index(phantom, series_paths):
+    centers = world_centers(phantom) + [{"x": 0.0, "y": 0.0, "z": 500.0}]
+    refused(UnusableInput, "centers[1]", series_paths, centers)
+
+
+@pytest.mark.parametrize(
+    ("centers", "fragment"),
+    [
+        ("", "'centers' is required"),
+        ("{", "not valid JSON"),
+        ('{"x": 1, "y": 2, "z": 3}', "non-empty JSON array"),
+        ("[]", "non-empty JSON array"),
+        ('[{"x": 1, "y": 2}]', 'exactly "x", "y", "z"'),
+        ('[{"i": 1, "j": 2, "k": true}]', "centers[0].k must be a finite number"),
+    ],
+)
+def test_malformed_centers_are_refused(series_paths, centers, fragment):
+    refused(UnusableInput, fragment, series_paths, centers)
+
+
+def test_too_many_centers(series_paths):
+    refused(PayloadTooLarge, "at most 8", series_paths, [{"i": 1, "j": 1, "k": 1}] * 9)
+
+
+def test_two_images_at_one_position_are_refused(phantom, series_dir, tmp_path):
+    other = write(phantom, tmp_path)  # the same positions, other SOP instances of the same series
+    rewrite(other[:1], lambda ds, _: setattr(ds, "SOPInstanceUID", "1.2.3.4.5"))
+    refused(UnusableInput, "share the slice position", list(series_dir.iterdir()) + other[:1], world_centers(phantom))
+
+
+def test_several_series_are_listed_by_index_and_chosen(phantom, series_paths, base, tmp_path):
+    other = small_chest(5)
+    second = write(other, tmp_path, series_number=2)
+    error = refused(UnusableInput, "holds 2 CT series", series_paths + second, world_centers(phantom))
+    assert error.extra["series"] == [
+        {"index": 0, "slices": 40, "rows": 64, "columns": 64, "orientation": "axial"},
+        {"index": 1, "slices": 40, "rows": 64, "columns": 64, "orientation": "axial"},
+    ]
+    chosen = run(series_paths + second, world_centers(phantom), SeriesChoice(index=0))
+    np.testing.assert_allclose(chosen.nodules[0].cube, base.nodules[0].cube, atol=1e-5)
+    assert chosen.series["series_in_upload"] == 2
+    from pydicom import dcmread
+
+    uid = dcmread(second[0]).SeriesInstanceUID
+    by_uid = run(series_paths + second, world_centers(other), SeriesChoice(uid=uid))
+    assert by_uid.series["index"] == 1
+    refused(UnusableInput, "series_index 2 does not exist", series_paths, world_centers(phantom), SeriesChoice(index=2))
+    error = refused(UnusableInput, "given series_uid", series_paths, world_centers(phantom), SeriesChoice(uid="1.2.3"))
+    assert "1.2.3" not in error.detail
+
+
+def test_garbage_files_are_malformed(series_paths, phantom):
+    refused(MalformedInput, "series file 41 is not a DICOM file", series_paths + [b"\0" * 10], world_centers(phantom))
+
+
+def test_limits_on_files_and_bytes(series_paths, phantom):
+    small = SeriesLimits(max_files=10, max_bytes=1 << 30, max_zip_entries=10, max_nodules=4)
+    refused(PayloadTooLarge, "at most 10", series_paths, world_centers(phantom), limits=small)
+    tight = SeriesLimits(max_files=100, max_bytes=100_000, max_zip_entries=100, max_nodules=4)
+    refused(PayloadTooLarge, "at most 100000 are accepted", series_paths, world_centers(phantom), limits=tight)
+    refused(PayloadTooLarge, "more than 10 entries", [zip_bytes(series_paths)], world_centers(phantom), limits=small)
+
+
+def test_a_zip_bomb_stops_at_the_byte_limit_while_inflating(phantom):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.dcm", b"\0" * (200 << 20))  # 200 MiB of zeros: about 200 KiB compressed
+    data = buf.getvalue()
+    assert len(data) < 1 << 20
+    refused(PayloadTooLarge, "uncompressed", [data], world_centers(phantom))
+
+
+def test_zip_entries_are_counted_from_the_records_not_the_declared_count(series_paths):
+    data = bytearray(zip_bytes(series_paths))
+    eocd = data.rfind(b"PK\x05\x06")
+    data[eocd + 8 : eocd + 12] = (1).to_bytes(2, "little") * 2  # claims one entry
+    assert count_entries(bytes(data), limit=1000) == len(series_paths)
+    with pytest.raises(PayloadTooLarge):
+        count_entries(bytes(data), limit=5)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_zips_are_malformed(series_paths, phantom, damage):
+    data = zip_bytes(series_paths[:3])
+    data = data[: len(data) // 2] if damage == "truncate" else b"PK\x03\x04" + b"\x07" * 500
+    refused(MalformedInput, ".zip is damaged", [data], world_centers(phantom))
+
+
+def test_a_zip_and_files_together_are_refused(series_paths, phantom):
+    refused(
+        UnusableInput,
+        "not several zips or a mix",
+        [zip_bytes(series_paths[:2]), series_paths[0].read_bytes()],
+        world_centers(phantom),
+    )
+
+
+def test_limits_default_admit_600_slices_of_512_squared():
+    from service.config import Settings
+
+    s = Settings()
+    series_bytes = 600 * (512 * 512 * 2 + 4096)
+    assert s.dicom_max_files >= 600 and s.dicom_max_bytes >= series_bytes and s.max_body_bytes >= series_bytes
+    assert s.max_body_bytes <= 1 << 30
+    assert LIMITS.max_nodules == 8

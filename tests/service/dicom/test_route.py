@@ -1,0 +1,171 @@
+"""POST /predict with a CT series, through the app (real onnxruntime session): results per nodule in order, the
+series' geometry, 4xx for every unusable upload, and nothing identifying in responses or logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from collections.abc import Iterator
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.schemas import PredictResponse
+from service.errors import PROBLEM_JSON
+from tests.service.api.conftest import make_client
+from tests.service.dicom.builders import form_files, small_chest, tilt, world_centers, write, zip_bytes
+
+IDENTIFYING = {
+    "patient_name": "DOE^JANE^QX7",
+    "patient_id": "PID-7731-QX7",
+    "birth_date": "19010203",
+    "accession_number": "ACC-99-QX7",
+    "institution": "QX7 SECRET CLINIC",
+    "study_date": "20230405",
+}
+
+
+@pytest.fixture(scope="module")
+def client(tiny_store) -> Iterator[TestClient]:
+    with make_client(tiny_store, dicom_max_bytes=32 << 20, dicom_max_nodules=4) as c:
+        yield c
+
+
+def post(client: TestClient, files, centers, **data):
+    fields = {"centers": centers if isinstance(centers, str) else json.dumps(centers), **data}
+    return client.post("/predict", files=files, data=fields)
+
+
+def assert_problem(response, status: int, fragment: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body = response.json()
+    assert fragment in body["detail"], body
+    return body
+
+
+def test_series_upload_answers_every_nodule_in_the_order_given(client, phantom, series_paths):
+    world = world_centers(phantom)[0]
+    centers = [{"i": 32, "j": 30.5, "k": 20}, world]
+    r = post(client, form_files(series_paths), centers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    PredictResponse.model_validate(body)
+    first, second = body["nodules"]
+    assert (first["center"]["i"], first["center"]["j"], first["center"]["k"]) == (32, 30.5, 20)
+    assert second["center"]["x"] == pytest.approx(world["x"], abs=1e-3)
+    assert set(first["measurements"]) == {"diameter_mm", "volume_mm3", "solid_diameter_mm"}
+    series = body["series"]
+    assert series["slices"] == 40 and series["rows"] == series["columns"] == 64
+    assert series["spacing_mm"] == [1.25, 0.8, 0.8] and series["orientation"]["label"] == "axial"
+    assert set(body["timings_ms"]) == {"preprocess", "queue", "inference", "total"}
+
+
+def test_v1_route_takes_a_zip(client, phantom, series_paths):
+    files = [("series", ("scan.zip", zip_bytes(series_paths), "application/zip"))]
+    r = client.post("/v1/predict", files=files, data={"centers": json.dumps(world_centers(phantom))})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["nodules"]) == 1
+
+
+@pytest.fixture(scope="module")
+def tilted(phantom, tmp_path_factory):
+    return tilt(write(phantom, tmp_path_factory.mktemp("tilted")), 0.3)
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.dcm", b"\0" * (40 << 20))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "fragment"),
+    [
+        ("garbage file", 400, "is not a DICOM file"),
+        ("damaged zip", 400, ".zip is damaged"),
+        ("zip bomb", 413, "uncompressed"),
+        ("too many centers", 413, "at most 4"),
+        ("tilted", 422, "gantry tilt"),
+        ("outside", 422, "centers[1]"),
+        ("no centers", 422, "'centers' is required"),
+        ("patch and series", 422, "not both"),
+        ("series as text", 422, "must be file parts"),
+        ("unknown field", 422, "unknown form field"),
+        ("bad series_index", 422, "series_index must be an integer"),
+        ("both selectors", 422, "not both"),
+        ("two series", 422, "holds 2 CT series"),
+    ],
+)
+def test_every_unusable_upload_gets_its_4xx(client, phantom, series_paths, tilted, tmp_path, case, status, fragment):
+    files, centers, data = form_files(series_paths), world_centers(phantom), {}
+    if case == "garbage file":
+        files = files + [("series", ("x.dcm", b"hello", "application/dicom"))]
+    elif case == "damaged zip":
+        files = [("series", ("s.zip", zip_bytes(series_paths)[:5000], "application/zip"))]
+    elif case == "zip bomb":
+        files = [("series", ("s.zip", _bomb(), "application/zip"))]
+    elif case == "too many centers":
+        centers = centers * 5
+    elif case == "tilted":
+        files = form_files(tilted)
+    elif case == "outside":
+        centers = centers + [{"i": 10, "j": 10, "k": 400}]
+    elif case == "no centers":
+        centers = ""
+    elif case == "patch and series":
+        files = files + [("patch", ("p.npy", b"x", "application/octet-stream"))]
+    elif case == "series as text":
+        files, data = files[:1], {"series": "hello"}
+    elif case == "unknown field":
+        data = {"spacing": "1,1,1"}
+    elif case == "bad series_index":
+        data = {"series_index": "first"}
+    elif case == "both selectors":
+        data = {"series_index": "0", "series_uid": "1.2.3"}
+    elif case == "two series":
+        files = files + form_files(write(small_chest(4), tmp_path, series_number=3))
+    r = post(client, files, centers, **data)
+    body = assert_problem(r, status, fragment)
+    if case == "two series":
+        assert [s["index"] for s in body["series"]] == [0, 1]
+
+
+def test_nothing_identifying_leaves_the_service(client, tiny_store, tmp_path, caplog, recwarn):
+    """Names, IDs, dates, institution and UIDs filled in: absent from every response and every log record."""
+    phantom = small_chest(6)
+    paths = write(phantom, tmp_path / "a", **IDENTIFYING)
+    header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    secrets = list(IDENTIFYING.values()) + [
+        header.StudyInstanceUID,
+        header.SeriesInstanceUID,
+        header.SOPInstanceUID,
+        header.FrameOfReferenceUID,
+        "DOE",
+        "QX7",
+    ]
+    other = write(small_chest(7), tmp_path / "b", series_number=9, **IDENTIFYING)
+    caplog.set_level(logging.DEBUG)
+    responses = [
+        post(client, form_files(paths), world_centers(phantom)),
+        post(client, form_files(paths + other), world_centers(phantom)),
+        post(client, form_files(paths), world_centers(phantom), series_uid=header.SeriesInstanceUID),
+        post(client, form_files(paths), world_centers(phantom), series_uid="1.2.3.4"),
+        post(client, form_files(tilt(paths, 0.4)), world_centers(phantom)),
+    ]
+    assert [r.status_code for r in responses] == [200, 422, 200, 422, 422]
+    seen = "\n".join(
+        [r.text for r in responses]
+        + [str(dict(r.headers)) for r in responses]
+        + [caplog.text]
+        + [f"{rec.getMessage()} {rec.args}" for rec in caplog.records]
+        + [str(w.message) for w in recwarn]
+    )
+    for secret in secrets:
+        assert secret not in seen, secret
+    metrics = client.get("/metrics").text
+    assert not any(secret in metrics for secret in secrets)
