@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+LOGS = REPO / "bench" / "results" / "raw"
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,29 @@ def running(contender: Contender, env_extra: dict[str, str], timeout_s: float = 
         **env_extra,
         **contender.env,
     }
-    proc = subprocess.Popen([sys.executable, "-m", contender.module], cwd=REPO, env=env, start_new_session=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log_file = (LOGS / f"{contender.key}.log").open("wb")  # the servers' own logs (an audit line per request)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", contender.module],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_ready(proc, port, contender.health_path, timeout_s)
         yield Server(port, proc.pid)
     finally:
         _stop(proc)
+        log_file.close()
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, path: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode} before it was ready")
+            raise RuntimeError(f"the server exited with status {proc.returncode} before it was ready; see {LOGS}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
                 if r.status == 200:

@@ -18,6 +18,15 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="address uvicorn binds")
     port: int = Field(8000, ge=1, le=65535, description="port uvicorn binds")
+    api_keys: str = Field(
+        "", description="API key entries '<key id>:sha256:<hex>[:revoked]', comma-separated; none: no authentication"
+    )
+    api_keys_file: Path | None = Field(None, description="a file of API key entries, one per line")
+    metrics_require_key: bool = Field(False, description="/metrics needs an API key too")
+    docs_enabled: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    cors_origins: str = Field("", description="origins allowed by CORS, comma-separated; empty: no cross-origin use")
+    hsts_seconds: int = Field(0, ge=0, description="Strict-Transport-Security max-age; set it when served over TLS")
+    log_format: Literal["json", "text"] = Field("json", description="one JSON object per log line, or plain text")
     model_store: Path = Field(Path("model_store"), description="folder holding <name>/<version>/ model folders")
     model_name: str = Field("res_mtnet", description="model served from the store")
     model_version: str | None = Field(None, description="pin one version; default: the newest")
@@ -68,6 +77,11 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when the queue is full")
     log_level: str = Field("info", description="log level of the service's own logger")
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return value or None
 
     @field_validator("model_version")
     @classmethod

@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.middleware.cors import CORSMiddleware
 
 from service.api.routes import health, kserve, models, predict
 from service.api.v2_errors import install_v2_error_handlers
+from service.auth import KeyStore
 from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
+from service.security import SecurityMiddleware
 from service.state import ServiceState
 
 API_VERSION = "1.0.0"
@@ -25,10 +28,13 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     settings = settings or get_settings()
     metrics = Metrics(registry or CollectorRegistry())
     state = ServiceState(settings, metrics)
+    keys = KeyStore.from_settings(settings.api_keys, settings.api_keys_file)  # a bad entry stops the start here
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("resmtnet").setLevel(settings.log_level.upper())
+        if not keys.enabled:
+            logging.getLogger("resmtnet").warning("no API keys configured: every client is let in")
         await state.start()
         yield
         await state.stop()
@@ -38,6 +44,9 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         version=API_VERSION,
         summary="Lung-nodule malignancy, type, measurements and scores from CT patches. Research use only.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.service = state
     install_error_handlers(app)
@@ -46,5 +55,24 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(kserve.router)
+    # Added innermost first: ServiceMiddleware (request id, limits, metrics, audit) sees every answer, CORS answers
+    # preflights before authentication, and authentication guards everything but health (and docs, metrics).
+    app.add_middleware(
+        SecurityMiddleware,
+        keys=keys,
+        metrics=metrics,
+        metrics_require_key=settings.metrics_require_key,
+        docs_enabled=settings.docs_enabled,
+        hsts_seconds=settings.hsts_seconds,
+    )
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

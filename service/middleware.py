@@ -10,9 +10,11 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PROBLEM_JSON, PayloadTooLarge
+from service.logs import audit, request_id_var
 from service.metrics import Metrics
 
 V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
+PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/infer"})
 KNOWN_ROUTES = frozenset({"/predict", "/v1/predict", "/healthz", "/readyz", "/metrics", "/v1/models"}) | V2_ROUTES
 # Open Inference Protocol model routes: one label per kind, whatever the model name or version in the path.
 _V2_MODEL_ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?(/ready|/infer|/config)?")
@@ -42,6 +44,7 @@ class ServiceMiddleware:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        context = request_id_var.set(request_id)  # every log line while this request is handled carries it
         route = _route_label(scope["path"])
         status = 500
         limit = self.max_body_bytes
@@ -75,6 +78,26 @@ class ServiceMiddleware:
             labels = {"route": route, "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
             self.metrics.request_seconds.labels(**labels).observe(elapsed)
+            if route in PREDICTION_ROUTES:
+                _audit(scope, request_id, route, status, elapsed)
+            request_id_var.reset(context)
+
+
+def _audit(scope: Scope, request_id: str, route: str, status: int, elapsed: float) -> None:
+    """The audit record of one prediction request, from what the service itself knows about it."""
+    state = scope.get("state", {})
+    service = getattr(getattr(scope.get("app"), "state", None), "service", None)
+    model = getattr(service, "model", None)
+    audit(
+        request_id=request_id,
+        key_id=state.get("key_id"),
+        route=route,
+        status=status,
+        duration_ms=elapsed * 1000,
+        model_version=model.manifest.version if model is not None else None,
+        input_kind=state.get("input_kind"),
+        nodules=state.get("nodules"),
+    )
 
 
 def _content_length(scope: Scope) -> int | None:

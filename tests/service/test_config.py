@@ -15,7 +15,9 @@ def test_every_setting_is_documented_in_the_readme_with_its_default():
             continue
         default = field.default.value if hasattr(field.default, "value") else field.default
         documented = rows[variable]
-        if isinstance(default, bool):
+        if default == "":
+            assert documented == "none", variable
+        elif isinstance(default, bool):
             assert documented == str(default).lower(), variable
         elif isinstance(default, int | float):
             assert float(documented) == float(default), variable

@@ -184,6 +184,7 @@ async def _infer(request: Request, state: ServiceState, name: str, version: str 
         state.metrics.rejections.labels(reason="deadline").inc()
         raise DeadlineExceeded("the request's deadline passed before it reached the model")
     patches = parsed.inputs[manifest.input.name][:, 0]  # (N, D, D, D): the batcher adds the channel axis back
+    request.state.input_kind, request.state.nodules = "v2-tensor", len(patches)  # for the audit record
     predictions = await _run_rows(batcher, patches, deadline)
     heads = {spec.name: np.stack([p.outputs[k] for p in predictions]) for k, spec in enumerate(manifest.outputs)}
     header: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}

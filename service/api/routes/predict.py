@@ -149,6 +149,12 @@ def _patch_from_form(parts: list[Part]) -> PatchInput | SeriesInput:
     return PatchInput(npy=upload.data, spacing=text.get("spacing"), center=text.get("center"))
 
 
+def _input_kind(item: PatchInput | SeriesInput) -> str:
+    if isinstance(item, SeriesInput):
+        return "ct-series"
+    return "patch-json" if item.json_body is not None else "patch-npy"
+
+
 async def _in_pool(state: ServiceState, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(state.preprocess_pool, fn, *args)
 
@@ -175,6 +181,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     deadline = started + state.settings.request_timeout_s
     manifest = state.model.manifest
     item = await _read_patch(request, state)
+    request.state.input_kind = _input_kind(item)  # for the audit record
     _check_deadline(deadline, state)
     if isinstance(item, SeriesInput):
         return await predict_series(request, state, item, started, deadline)
@@ -186,6 +193,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
         cube, center_zyx, warnings = await _in_pool(state, _prepare, item, manifest, max_voxels)
     preprocess_s = time.perf_counter() - t_pre
     state.metrics.preprocess_seconds.observe(preprocess_s)
+    request.state.nodules = 1
     prediction = await state.batcher.submit(cube, deadline)
     total_s = time.perf_counter() - started
     body = {

@@ -117,6 +117,7 @@ async def predict_series(
     finally:
         gate.release()
     state.metrics.preprocess_seconds.observe(preprocess_s)
+    request.state.nodules = len(prepared.nodules)
     batcher = state.batcher
     predictions = await asyncio.gather(*(batcher.submit(n.cube, deadline) for n in prepared.nodules))
     body = {
