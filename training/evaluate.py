@@ -6,6 +6,8 @@
   95% interval next to the AUC of the model's own diameter estimate; diameter MAE; MAE of the six scores.
 - Split headroom: what the readers' own diameter and scores reach on these patients, without any model.
 - Filler invariance: the same held-out nodules with the stored filler, and with two different lung-like fills.
+- Calibration of P(malignant) on the held-out patients: temperature scaling, ECE before and after (cross-fitted by
+  patient, training/calibration.py); how often the spiculation threshold of the clinical rules fires.
 - Held-out phantoms (seeds never used in training): diameter MAE for 4-30 mm nodules, volume median relative
   error, type accuracy, solid-component error on part-solid nodules.
 """
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.clinical.features import SPICULATION_THRESHOLD
+from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
 from training.data.lidc import LidcVoi, load_voi, split_by_patient
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
@@ -73,6 +77,20 @@ def filler_invariance(model: ResMTNet, source: LidcSource) -> dict[str, Any]:
             "diameter_abs_diff_p95_mm": _r(np.percentile(dd, 95), 3),
         }
     return out
+
+
+def spiculation_flag(p: dict[str, np.ndarray], voi: LidcVoi) -> dict[str, Any]:
+    """How often the model's spiculation score reaches the clinical rules' threshold, against the readers' score."""
+    col = ATTRIBUTE_LABELS.index("spiculation")
+    flagged = p["attributes"][:, col] >= SPICULATION_THRESHOLD
+    readers = voi.attributes[:, col] >= 3
+    return {
+        "threshold": SPICULATION_THRESHOLD,
+        "flagged": int(flagged.sum()),
+        "flagged_reader_score_3_or_more": int((flagged & readers).sum()),
+        "reader_score_3_or_more": int(readers.sum()),
+        "model_score_max": _r(p["attributes"][:, col].max(), 3),
+    }
 
 
 def evaluate_phantoms(model: ResMTNet, n: int, cache_dir: Path | None) -> dict[str, Any]:
@@ -140,9 +158,13 @@ def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path 
     voi = load_voi(data_root)
     _, val_mask = split_by_patient(voi.patient_id, VAL_FRACTION, seed=0)
     source = LidcSource(voi.subset(np.nonzero(val_mask)[0]), PREPROCESSING, seed=12345)
-    lidc, _ = evaluate_lidc(model, source)
+    lidc, p = evaluate_lidc(model, source)
     return {
         "lidc_held_out_patients": lidc,
+        "malignancy_calibration": calibration_report(
+            p["malignancy"][:, 1], source.voi.malignant, source.voi.patient_id
+        ),
+        "spiculation_flag": spiculation_flag(p, source.voi),
         "lidc_split_headroom": split_headroom(voi),
         "filler_invariance": filler_invariance(model, source),
         "phantoms_held_out": evaluate_phantoms(model, n_phantoms, cache_dir),

@@ -53,6 +53,7 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
             f"{other['splits_harder_than_this']} |",
             "",
         ]
+    lines += _calibration_section(ev.get("malignancy_calibration", {}), ev.get("spiculation_flag", {}))
     inv = ev.get("filler_invariance", {})
     if inv:
         a, b = inv["filler_vs_lung"], inv["lung_vs_lung"]
@@ -80,6 +81,43 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
             f"| type accuracy (solid / part-solid / ground glass) | {ph['type_accuracy']}{_ci(ph, 'type_accuracy')} |",
             f"| solid-component diameter MAE, part-solid (n={ph['part_solid_nodules']}) | "
             f"{ph['solid_diameter_mae_mm_part_solid']} mm |",
+            "",
+        ]
+    return lines
+
+
+def _calibration_section(cal: dict[str, Any], spic: dict[str, Any]) -> list[str]:
+    if not cal:
+        return []
+    lo, hi = cal["ece_calibrated_cross_fitted_range"]
+    lines = [
+        f"### Calibration of P(malignant), {cal['fitted_on']}",
+        "",
+        f"Temperature scaling: the service reports sigmoid(logit(p) / {cal['temperature']}) as `malignancy`, and the",
+        "raw probability as `malignancy_raw`. The temperature is fitted on all held-out patients; the 'after' figures",
+        f"are cross-fitted ({cal['cross_fitting']}): each fold calibrated by a temperature fitted on the other folds",
+        f"only, so no nodule is scored by a fit that saw its patient. ECE over {cal['bins']} equal-width bins.",
+        "",
+        "| metric | raw | calibrated (cross-fitted) |",
+        "| --- | --- | --- |",
+        f"| expected calibration error | {cal['ece_raw']} | {cal['ece_calibrated_cross_fitted']} "
+        f"(range over fold assignments {lo}-{hi}) |",
+        f"| log loss | {cal['log_loss_raw']} | {cal['log_loss_calibrated_cross_fitted']} |",
+        f"| Brier score | {cal['brier_raw']} | {cal['brier_calibrated_cross_fitted']} |",
+        "",
+        f"Calibrated in-sample (fitted and scored on the same patients, optimistic): ECE "
+        f"{cal['ece_calibrated_in_sample']}. A perfectly calibrated model with the same predictions would show an ECE "
+        f"of {cal['ece_perfectly_calibrated_expected']} on average on this many nodules (sampling noise alone).",
+        "",
+        "![Reliability of P(malignant), raw and calibrated](reliability.png)",
+        "",
+    ]
+    if spic:
+        lines += [
+            f"Spiculation flag (Brock's spiculation and the Lung-RADS 4X suggestion): the model's spiculation score "
+            f">= {spic['threshold']} on {spic['flagged']} held-out nodules, {spic['flagged_reader_score_3_or_more']} "
+            f"of them rated 3 or more by the readers, who rated {spic['reader_score_3_or_more']} nodules so; the "
+            f"model's highest score is {spic['model_score_max']}.",
             "",
         ]
     return lines

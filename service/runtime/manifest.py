@@ -57,6 +57,17 @@ class Preprocessing(_Strict):
         return self.patch_size * self.spacing_mm
 
 
+class Calibration(_Strict):
+    """Temperature scaling of one two-label output, fitted after training and applied by the service, which keeps
+    the raw probabilities beside the calibrated ones: p = sigmoid(logit(p_raw) / temperature)."""
+
+    output: str = Field("malignancy", description="the calibrated output (two labels, softmax probabilities)")
+    positive_label: str = Field("malignant", description="the label whose probability is p")
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(gt=0, le=100)
+    fitted_on: str = Field("", description="the data the temperature was fitted on")
+
+
 class Manifest(_Strict):
     """Everything the service needs to trust and describe one exported model."""
 
@@ -72,6 +83,17 @@ class Manifest(_Strict):
     evaluation: dict[str, Any] = Field(default_factory=dict)
     export: dict[str, Any] = Field(default_factory=dict)
     performance: dict[str, Any] = Field(default_factory=dict)
+    calibration: Calibration | None = Field(None, description="absent: the service reports raw probabilities")
+
+    @model_validator(mode="after")
+    def _calibration_names_an_output(self) -> Manifest:
+        c = self.calibration
+        if c is None:
+            return self
+        spec = next((o for o in self.outputs if o.name == c.output), None)
+        if spec is None or spec.shape[-1] != 2 or c.positive_label not in (spec.labels or []):
+            raise ValueError(f"calibration: {c.output!r} must be a two-label output with label {c.positive_label!r}")
+        return self
 
     def output(self, name: str) -> TensorSpec:
         for spec in self.outputs:

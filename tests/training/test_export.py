@@ -46,3 +46,21 @@ def test_flops_grow_with_width():
     small = count_flops(ResMTNet(ResMTNetConfig(widths=[4, 8, 8])), 32)
     large = count_flops(ResMTNet(ResMTNetConfig(widths=[8, 16, 16])), 32)
     assert 3 < large / small < 5
+
+
+def test_a_byte_identical_re_export_keeps_the_latency_measured_before(tmp_path):
+    from training.defaults import PREPROCESSING
+    from training.export import export_model
+
+    torch.manual_seed(0)
+    model = ResMTNet(ResMTNetConfig(widths=[4, 8, 8], blocks=[1, 1, 1], head_hidden=8)).eval()
+    first = export_model(model, tmp_path, "0.0.3", PREPROCESSING)
+    folder = tmp_path / "res_mtnet" / "0.0.3"
+    doc = Manifest.read(folder).model_dump(mode="json")
+    doc["performance"]["ms_per_patch_batch1"] = 123.0  # stands in for a timing taken earlier, on a quiet machine
+    Manifest.model_validate(doc).write(folder)
+    again = export_model(model, tmp_path, "0.0.3", PREPROCESSING)
+    assert again.sha256 == first.sha256
+    assert again.performance["ms_per_patch_batch1"] == 123.0
+    remeasured = export_model(model, tmp_path, "0.0.3", PREPROCESSING, remeasure=True)
+    assert remeasured.performance["ms_per_patch_batch1"] != 123.0
