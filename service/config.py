@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         "auto", description="pad batches to powers of two (auto: on CUDA only, where each new shape costs)"
     )
     max_body_bytes: int = Field(GiB, ge=1, description="largest request body")
+    max_inflight_bytes: int = Field(
+        2 * GiB, ge=1, description="request bodies held in memory at once, all requests together; beyond, 503"
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this; past it, 408")
     max_json_bytes: int = Field(64 * MiB, ge=1, description="largest application/json body")
     max_patch_voxels: int = Field(64 * MiB, ge=1, description="largest patch (voxels) accepted")
     dicom_max_files: int = Field(

@@ -18,6 +18,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -63,6 +64,10 @@ class Overloaded(ProblemError):
 
 class NotReady(ProblemError):
     status, code = 503, "not-ready"
+
+
+class BodyTimeout(ProblemError):
+    status, code = 408, "request-timeout"
 
 
 class DeadlineExceeded(ProblemError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -9,7 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_JSON, PayloadTooLarge
+from service.errors import PROBLEM_JSON, BodyTimeout, Overloaded, PayloadTooLarge
 from service.logs import audit, request_id_var
 from service.metrics import Metrics
 
@@ -32,10 +33,25 @@ def _is_v2(path: str) -> bool:
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    """Bodies are bounded three ways while they stream in: each by max_body_bytes, all requests together by
+    max_inflight_bytes (bodies are held in memory until answered), and each must arrive within body_timeout_s."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_inflight_bytes: int | None = None,
+        body_timeout_s: float = 30.0,
+        retry_after_s: int = 1,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_inflight_bytes = max_inflight_bytes or 2 * max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.retry_after_s = retry_after_s
+        self.inflight_bytes = 0  # one event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,24 +72,56 @@ class ServiceMiddleware:
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
+        held = 0  # this request's share of max_inflight_bytes
         try:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 await _reject_too_large(send_wrapper, request_id, declared, limit, v2=_is_v2(scope["path"]))
                 return
             received = 0
+            body_done = False
+            body_deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+
+            def reserve(n_bytes: int) -> None:
+                nonlocal held
+                if self.inflight_bytes + n_bytes > self.max_inflight_bytes:
+                    self.metrics.rejections.labels(reason="memory").inc()
+                    raise Overloaded(
+                        f"uploads in progress hold {self.inflight_bytes} bytes of the "
+                        f"{self.max_inflight_bytes} allowed; retry later",
+                        headers={"Retry-After": str(self.retry_after_s)},
+                    )
+                self.inflight_bytes += n_bytes
+                held += n_bytes
 
             async def limited_receive() -> Message:
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done:  # later calls wait for a disconnect: no deadline on those
+                    return await receive()
+                try:
+                    async with asyncio.timeout_at(body_deadline):
+                        message = await receive()
+                except TimeoutError:
+                    self.metrics.rejections.labels(reason="slow_body").inc()
+                    raise BodyTimeout(
+                        f"the request body did not arrive within {self.body_timeout_s:g} s ({received} bytes came)"
+                    ) from None
                 if message["type"] == "http.request":
+                    body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
                     if received > limit:
                         raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+                    if received > held:  # no Content-Length, or more than it declared: reserve as it comes
+                        reserve(received - held)
                 return message
 
+            if declared:
+                reserve(declared)
             await self.app(scope, limited_receive, send_wrapper)
+        except Overloaded as exc:  # refused before the app saw the request
+            await _refuse_overloaded(send_wrapper, exc, v2=_is_v2(scope["path"]))
         finally:
+            self.inflight_bytes -= held
             elapsed = time.perf_counter() - started
             labels = {"route": route, "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
@@ -108,6 +156,19 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def _refuse_overloaded(send: Send, exc: Overloaded, v2: bool) -> None:
+    problem = {"type": "urn:resmtnet:problem:overloaded", "title": "Service Unavailable", "status": 503}
+    body = json.dumps({"error": exc.detail} if v2 else {**problem, "detail": exc.detail}).encode()
+    headers = [
+        (b"content-type", b"application/json" if v2 else PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *[(k.lower().encode(), v.encode()) for k, v in exc.headers.items()],
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _reject_too_large(send: Send, request_id: str, declared: int, limit: int, v2: bool = False) -> None:
