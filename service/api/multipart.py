@@ -6,6 +6,7 @@ through temporary files or per-chunk callbacks, which matters when the service s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.errors import MalformedInput, UnusableInput
@@ -45,8 +46,17 @@ def boundary_of(content_type: str) -> bytes:
     raise MalformedInput("the multipart Content-Type has no boundary parameter")
 
 
-def parse_form(body: bytes, content_type: str, max_parts: int) -> list[Part]:
-    """Every part of a multipart/form-data body, in order; raises MalformedInput on anything off-grammar."""
+LengthHint = Callable[[str, memoryview], "int | None"]
+
+
+def parse_form(
+    body: bytes | bytearray, content_type: str, max_parts: int, length_hint: LengthHint | None = None
+) -> list[Part]:
+    """Every part of a multipart/form-data body, in order; raises MalformedInput on anything off-grammar.
+
+    length_hint(field name, data from the part's start) may say how long a part's content is (a file whose own
+    structure gives its length): taken only when the delimiter follows right there, which spares searching
+    the whole content for it (about 0.5 ms per MB here)."""
     if not body:
         raise MalformedInput("the request body is empty")
     delimiter = b"--" + boundary_of(content_type)
@@ -71,7 +81,13 @@ def parse_form(body: bytes, content_type: str, max_parts: int) -> list[Part]:
             raise MalformedInput("a multipart part's headers are missing, truncated or too long")
         name, filename, part_type = _part_headers(body[pos + 2 : header_end])
         data_start = header_end + 4
-        data_end = body.find(separator, data_start)
+        data_end = -1
+        if length_hint is not None:
+            hinted = length_hint(name, view[data_start:])
+            if hinted is not None and body[data_start + hinted : data_start + hinted + len(separator)] == separator:
+                data_end = data_start + hinted
+        if data_end < 0:
+            data_end = body.find(separator, data_start)
         if data_end < 0:
             raise MalformedInput("the multipart body is truncated: its closing boundary is missing")
         if len(parts) >= max_parts:
@@ -80,7 +96,7 @@ def parse_form(body: bytes, content_type: str, max_parts: int) -> list[Part]:
         pos = data_end + len(separator)
 
 
-def _part_headers(raw: bytes) -> tuple[str, str | None, str | None]:
+def _part_headers(raw: bytes | bytearray) -> tuple[str, str | None, str | None]:
     """(field name, filename or None, content type or None) from a part's header block."""
     name: str | None = None
     filename: str | None = None

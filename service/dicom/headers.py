@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from service.dicom.elements import ElementScan, NotSimple, read_elements
 from service.dicom.sources import looks_like_dicom
 from service.errors import MalformedInput, UnusableInput
 
@@ -41,6 +42,7 @@ HEADER_TAGS = [
         "Columns",
         "PixelSpacing",
         "BitsAllocated",
+        "BitsStored",
         "PixelRepresentation",
         "SamplesPerPixel",
         "PixelPaddingValue",
@@ -75,12 +77,39 @@ class SliceHeader:
     padding: tuple[int, int] | None  # stored values [low, high] that mark pixels outside the scanned field
     samples_per_pixel: int
     transfer_syntax: str
+    bits_allocated: int | None = None
+    bits_stored: int | None = None
+    pixel_representation: int | None = None
+    pixel_offset: int | None = None  # where the pixel data's value starts in the file (fast reader only)
+    pixel_length: int | None = None  # its length; None when encapsulated or unknown
 
 
-def read_headers(files: list[bytes | memoryview]) -> list[SliceHeader]:
-    """Every image of every file, in upload order; DICOMDIR files are passed over."""
+def read_headers(files: list[bytes | memoryview], scan: ElementScan | None = None) -> list[SliceHeader]:
+    """Every image of every file, in upload order; DICOMDIR files are passed over. The fast element reader serves
+    the common case (reusing what `scan` read while sizing multipart parts); pydicom reads the rest (multi-frame,
+    big endian, deflate, files without a preamble)."""
     out: list[SliceHeader] = []
     for n, data in enumerate(files):
+        if not looks_like_dicom(data):
+            raise MalformedInput(
+                f"series file {n + 1} is not a DICOM file (no 'DICM' marker, no DICOM element at its start)"
+            )
+        try:
+            found = (scan.get(data) if scan is not None else None) or read_elements(data)
+            frames = _int(n, found.values, "NumberOfFrames")
+            if frames is not None and frames != 1:
+                raise NotSimple("multi-frame")
+            sop_class = str(found.values.get("SOPClassUID", "") or "")
+            if sop_class == DIRECTORY_CLASS:
+                continue
+            common = _common(n, found.values, sop_class, found.transfer_syntax)
+            header = _single(n, found.values, common)
+            if found.pixel_length is not None:
+                header = replace(header, pixel_offset=found.pixel_offset, pixel_length=found.pixel_length)
+            out.append(header)
+            continue
+        except NotSimple:
+            pass
         ds = _read(n, data)
         sop_class = str(ds.get("SOPClassUID", "") or "")
         if sop_class == DIRECTORY_CLASS:
@@ -90,10 +119,6 @@ def read_headers(files: list[bytes | memoryview]) -> list[SliceHeader]:
 
 
 def _read(n: int, data: bytes | memoryview) -> Dataset:
-    if not looks_like_dicom(data):
-        raise MalformedInput(
-            f"series file {n + 1} is not a DICOM file (no 'DICM' marker, no DICOM element at its start)"
-        )
     try:
         source = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
         return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
@@ -101,8 +126,9 @@ def _read(n: int, data: bytes | memoryview) -> Dataset:
         raise MalformedInput(f"series file {n + 1} is not a readable DICOM file ({type(exc).__name__})") from None
 
 
-def _slices(n: int, ds: Dataset, sop_class: str) -> list[SliceHeader]:
-    common: dict[str, Any] = {
+def _common(n: int, ds: Any, sop_class: str, syntax: str) -> dict[str, Any]:
+    """What every image of a file shares."""
+    return {
         "file": n,
         "sop_class": sop_class,
         "sop_instance": str(ds.get("SOPInstanceUID", "") or ""),
@@ -112,8 +138,16 @@ def _slices(n: int, ds: Dataset, sop_class: str) -> list[SliceHeader]:
         "columns": _int(n, ds, "Columns"),
         "padding": _padding(n, ds),
         "samples_per_pixel": _int(n, ds, "SamplesPerPixel") or 1,
-        "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""),
+        "transfer_syntax": syntax,
+        "bits_allocated": _int(n, ds, "BitsAllocated"),
+        "bits_stored": _int(n, ds, "BitsStored"),
+        "pixel_representation": _int(n, ds, "PixelRepresentation"),
     }
+
+
+def _slices(n: int, ds: Dataset, sop_class: str) -> list[SliceHeader]:
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    common = _common(n, ds, sop_class, syntax)
     frames = _int(n, ds, "NumberOfFrames")
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -128,7 +162,7 @@ def _slices(n: int, ds: Dataset, sop_class: str) -> list[SliceHeader]:
     return [_frame(n, ds, common, f, shared, per_frame[f] if per_frame is not None else None) for f in range(frames)]
 
 
-def _single(n: int, ds: Dataset, common: dict[str, Any]) -> SliceHeader:
+def _single(n: int, ds: Any, common: dict[str, Any]) -> SliceHeader:
     return SliceHeader(
         frame=None,
         localizer=_is_localizer(ds.get("ImageType")),
@@ -181,7 +215,7 @@ def _is_localizer(image_type: Any) -> bool:
     return any(str(v).strip().upper() == "LOCALIZER" for v in values)
 
 
-def _value(n: int, ds: Dataset, keyword: str) -> Any:
+def _value(n: int, ds: Any, keyword: str) -> Any:
     try:
         element = ds.get(keyword)
     except Exception:  # noqa: BLE001 - a value pydicom cannot convert
@@ -191,7 +225,7 @@ def _value(n: int, ds: Dataset, keyword: str) -> Any:
     return element
 
 
-def _float(n: int, ds: Dataset, keyword: str) -> float | None:
+def _float(n: int, ds: Any, keyword: str) -> float | None:
     value = _value(n, ds, keyword)
     if value is None:
         return None
@@ -206,7 +240,7 @@ def _float(n: int, ds: Dataset, keyword: str) -> float | None:
     return out
 
 
-def _floats(n: int, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+def _floats(n: int, ds: Any, keyword: str, count: int) -> tuple[float, ...] | None:
     value = _value(n, ds, keyword)
     if value is None:
         return None
@@ -219,17 +253,19 @@ def _floats(n: int, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] 
     return out
 
 
-def _int(n: int, ds: Dataset, keyword: str) -> int | None:
+def _int(n: int, ds: Any, keyword: str) -> int | None:
     value = _value(n, ds, keyword)
     if value is None:
         return None
+    if isinstance(value, list):
+        value = value[0]
     try:
         return int(value)
     except (TypeError, ValueError):
         raise UnusableInput(f"series file {n + 1}: {keyword} is not an integer") from None
 
 
-def _padding(n: int, ds: Dataset) -> tuple[int, int] | None:
+def _padding(n: int, ds: Any) -> tuple[int, int] | None:
     """PixelPaddingValue (and PixelPaddingRangeLimit) as stored values, low <= high."""
     value = _int(n, ds, "PixelPaddingValue")
     if value is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.dicom import centers as centres
+from service.dicom.elements import ElementScan
 from service.dicom.headers import read_headers
 from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
@@ -37,11 +38,12 @@ def prepare(
     choice: SeriesChoice,
     spec: Preprocessing,
     limits: SeriesLimits,
+    scan: ElementScan | None = None,
 ) -> PreparedSeries:
     """Everything a series request needs before the model; raises the service's typed errors."""
     requested = centres.parse_centers(centers_text, limits.max_nodules)
     upload = collect(series_parts, limits)
-    headers = read_headers(upload.files)
+    headers = read_headers(upload.files, scan)
     if len(headers) > limits.max_files:
         raise PayloadTooLarge(f"the upload holds {len(headers)} images (files or frames); at most {limits.max_files}")
     series = assemble(headers, choice, spec.field_of_view_mm)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.multipart import Part
 from service.api.schemas import NOTICE
+from service.dicom.elements import ElementScan
 from service.dicom.pipeline import prepare
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits
@@ -33,6 +34,7 @@ class SeriesInput:
     files: list[memoryview] = field(default_factory=list)
     centers: str | None = None
     choice: SeriesChoice = field(default_factory=SeriesChoice)
+    scan: ElementScan | None = None  # what the multipart reader already read of each file
 
 
 def series_from_form(parts: list[Part]) -> SeriesInput:
@@ -111,7 +113,7 @@ async def predict_series(
     try:
         t_pre = time.perf_counter()
         prepared = await asyncio.get_running_loop().run_in_executor(
-            None, prepare, item.files, item.centers, item.choice, manifest.preprocessing, limits_of(state)
+            None, prepare, item.files, item.centers, item.choice, manifest.preprocessing, limits_of(state), item.scan
         )
         preprocess_s = time.perf_counter() - t_pre
     finally:
