@@ -12,7 +12,7 @@ MODEL_VERSION ?= 1.0.0
 TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
-.PHONY: run test train bench soak lint clean promtool
+.PHONY: run test train bench bench-dicom soak lint clean promtool
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ train: $(VENV)/.dev
 # writes bench/results/serve-latest.{md,csv,png}.
 bench: $(VENV)/.dev
 	$(PY) -m bench.serve
+
+# CT upload: a 300-slice 512 x 512 series with one nodule, upload-to-answer through the real server vs SimpleITK reading
+# it; writes bench/results/dicom-latest.md.
+bench-dicom: $(VENV)/.dev
+	$(PY) -m bench.dicom
 
 # Ten minutes of mixed requests (patches, JSON, CT uploads, bad inputs): 5xx count and resident memory.
 soak: $(VENV)/.dev

@@ -1,0 +1,92 @@
+"""CT uploads to the real server (uvicorn in its own process): files and zip over HTTP, limits while reading, and
+no identifying value in anything the process writes, at debug level."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+
+from tests.conftest import REPO
+from tests.e2e.test_server import free_port
+from tests.service.dicom.builders import form_files, small_chest, world_centers, write, zip_bytes
+
+pytestmark = pytest.mark.slow
+
+SECRETS = {"patient_name": "ROE^RICHARD^ZZ9", "patient_id": "ZZ9-PID-4411", "institution": "ZZ9 MERCY HOSPITAL"}
+
+
+@contextmanager
+def server(store: Path, log: Path, **settings: str) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RESMTNET_HOST": "127.0.0.1",
+        "RESMTNET_PORT": str(port),
+        "RESMTNET_MODEL_STORE": str(store),
+        "RESMTNET_PROVIDER": "cpu",
+        "RESMTNET_LOG_LEVEL": "debug",
+        **{f"RESMTNET_{k.upper()}": v for k, v in settings.items()},
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=out)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the server did not become ready within 60 s")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_ct_upload_over_http_and_nothing_identifying_in_the_process_output(tiny_store, tmp_path):
+    phantom = small_chest(8)
+    paths = write(phantom, tmp_path / "series", **SECRETS)
+    header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    secrets = [*SECRETS.values(), header.StudyInstanceUID, header.SeriesInstanceUID, header.SOPInstanceUID, "ZZ9"]
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.dcm", b"\0" * (8 << 20))
+    log = tmp_path / "server.log"
+    centers = {"centers": json.dumps(world_centers(phantom))}
+    with server(tiny_store, log, dicom_max_bytes=str(4 << 20)) as url:
+        files = httpx.post(f"{url}/predict", files=form_files(paths), data=centers, timeout=60)
+        zipped = httpx.post(
+            f"{url}/v1/predict", files=[("series", ("s.zip", zip_bytes(paths), "application/zip"))], data=centers
+        )
+        too_big = httpx.post(
+            f"{url}/predict", files=[("series", ("b.zip", bomb.getvalue(), "application/zip"))], data=centers
+        )
+        outside = httpx.post(f"{url}/predict", files=form_files(paths), data={"centers": '[{"i": 1, "j": 1, "k": 99}]'})
+        metrics = httpx.get(f"{url}/metrics").text
+    assert files.status_code == 200, files.text
+    assert zipped.status_code == 200, zipped.text
+    assert files.json()["nodules"][0]["center"] == pytest.approx(zipped.json()["nodules"][0]["center"])
+    assert too_big.status_code == 413 and "uncompressed" in too_big.json()["detail"]
+    assert outside.status_code == 422 and "centers[0]" in outside.json()["detail"]
+    written = log.read_text(errors="replace")
+    assert written.strip(), "the server wrote nothing at debug level"
+    for secret in secrets:
+        for where, text in (("log", written), ("metrics", metrics), *((r.url.path, r.text) for r in (files, zipped))):
+            assert secret not in text, (secret, where)
