@@ -104,7 +104,8 @@ async def predict_series(
     manifest = state.model.manifest
     gate = _gate(request, state)
     try:
-        await asyncio.wait_for(gate.acquire(), max(deadline - time.perf_counter(), 0.0))
+        async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):  # cancels acquire() cleanly
+            await gate.acquire()
     except TimeoutError:
         raise Overloaded(
             "other CT uploads are being prepared; retry later",

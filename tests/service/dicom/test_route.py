@@ -169,3 +169,29 @@ def test_nothing_identifying_leaves_the_service(client, tiny_store, tmp_path, ca
         assert secret not in seen, secret
     metrics = client.get("/metrics").text
     assert not any(secret in metrics for secret in secrets)
+
+
+def test_no_temporary_file_is_left_behind(client, phantom, series_paths, tilted):
+    """Everything is read in memory: neither a good upload nor a refused one leaves a file in the temp folder."""
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.gettempdir())
+    before = set(folder.iterdir())
+    centers = world_centers(phantom)
+    assert post(client, [("series", ("s.zip", zip_bytes(series_paths), "application/zip"))], centers).status_code == 200
+    assert post(client, form_files(tilted), centers).status_code == 422
+    assert post(client, [("series", ("s.zip", _bomb(), "application/zip"))], centers).status_code == 413
+    assert set(folder.iterdir()) == before
+
+
+def test_a_full_gate_answers_503_instead_of_waiting_past_the_deadline(tiny_store, phantom, series_paths):
+    """Series being prepared hold the gate; a request that cannot get in before its deadline is refused."""
+    import asyncio
+
+    with make_client(tiny_store, dicom_concurrency=1, request_timeout_s=0.5) as c:
+        gate = asyncio.Semaphore(0)  # held by someone else for good
+        c.app.state.dicom_gate = gate
+        r = post(c, form_files(series_paths), world_centers(phantom))
+    assert_problem(r, 503, "other CT uploads are being prepared")
+    assert r.headers["retry-after"]
