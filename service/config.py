@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     dicom_concurrency: int = Field(
         2, ge=1, description="series uploads prepared at once (each holds its files and decoded slices in memory)"
     )
+    uncertainty: Literal["request", "always", "off"] = Field(
+        "request",
+        description="spread of P(malignant) over flipped views of each nodule: request (when ?uncertainty=true), "
+        "always, or off; each view is one more patch through the model",
+    )
+    uncertainty_views: int = Field(8, ge=2, le=8, description="views per nodule when uncertainty is computed")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when the queue is full")
     log_level: str = Field("info", description="log level of the service's own logger")
 

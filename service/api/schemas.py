@@ -3,7 +3,9 @@ exactly these fields (validated in tests), so the hot path does not pay for mode
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 NOTICE = (
     "Research use only. Not a medical device and not a diagnosis: results support, and never replace, the "
@@ -33,6 +35,75 @@ class SeriesCenter(Center):
     z: float
 
 
+class LungRadsBasis(BaseModel):
+    nodule_type: str = Field(description="the model's most probable type")
+    diameter_mm: float = Field(description="mean diameter, rounded to one decimal")
+    solid_diameter_mm: float | None = Field(description="solid component, part-solid nodules only")
+    spiculation_score: float = Field(description="the model's LIDC spiculation score, 1-5")
+
+
+class LungRadsAlternative(BaseModel):
+    nodule_type: str
+    probability: float
+    category: str
+
+
+class LungRads(BaseModel):
+    """Lung-RADS v2022 baseline category from the model's type and sizes (decision support, not a report)."""
+
+    version: str
+    category: Literal["2", "3", "4A", "4B"]
+    descriptor: str
+    management: str
+    risk: str = Field(description="probability of malignancy v2022 gives the category")
+    rule: str = Field(description="the row of the ACR table that applied")
+    basis: LungRadsBasis
+    suggest_4x_review: bool = Field(description="category 3 or 4 and spiculation score >= spiculation_threshold")
+    spiculation_threshold: float
+    alternatives: list[LungRadsAlternative] = Field(description="other plausible types whose category differs")
+    notes: list[str]
+    not_assessed: list[str] = Field(description="what the rules need that the service cannot know")
+
+
+class Uncertainty(BaseModel):
+    method: str
+    views: int
+    std: float = Field(description="standard deviation of calibrated P(malignant) over the views")
+    min: float
+    max: float
+    mean: float
+
+
+class CalibrationRef(BaseModel):
+    method: str
+    temperature: float
+
+
+class BrockInputs(BaseModel):
+    size_mm: float
+    size_definition: str
+    nodule_type: str
+    spiculated: bool
+    spiculation_threshold: float
+    age: float
+    female: bool
+    family_history: bool
+    emphysema: bool
+    nodule_count: int
+    upper_lobe: bool
+
+
+class ClinicalInputs(BaseModel):
+    """What the Brock model needs about the patient; `upper_lobe` has one value per nodule centre, in order."""
+
+    age: float = Field(ge=18, le=110)
+    sex: Literal["female", "male"]
+    family_history: bool = Field(description="lung cancer in a first-degree relative")
+    emphysema: bool = Field(description="emphysema seen on CT")
+    nodule_count: int = Field(ge=1, le=200, description="nodules seen on the CT")
+    upper_lobe: bool | list[bool] = Field(description="per nodule centre: in an upper lobe")
+
+
 class NoduleResult(BaseModel):
     center: SeriesCenter | Center = Field(union_mode="left_to_right")
     malignancy: dict[str, float] = Field(description="probability per label (benign, malignant)")
@@ -40,6 +111,12 @@ class NoduleResult(BaseModel):
     measurements: dict[str, float] = Field(description="diameter_mm, volume_mm3, solid_diameter_mm")
     attributes: dict[str, float] = Field(description="LIDC radiologist-style scores, 1..5")
     warnings: list[str]
+    malignancy_raw: dict[str, float] | None = Field(None, description="the model's probabilities before calibration")
+    malignancy_calibration: CalibrationRef | None = Field(None, description="how `malignancy` was calibrated")
+    malignancy_uncertainty: Uncertainty | None = Field(None, description="with ?uncertainty=true (or always)")
+    lung_rads: LungRads | None = None
+    brock_probability: float | None = Field(None, description="Brock (PanCan) P(cancer), when `clinical` is sent")
+    brock_inputs: BrockInputs | None = None
 
 
 class Timings(BaseModel):
@@ -90,18 +167,24 @@ class JsonPatchRequest(BaseModel):
     patch: list[list[list[float]]] = Field(description="HU values, axes (z, y, x)")
     spacing: list[float] = Field(min_length=3, max_length=3, description="voxel spacing (z, y, x) in mm")
     center: Center | None = None
+    clinical: ClinicalInputs | None = Field(None, description="patient factors for the Brock probability")
 
 
 class MultipartPatchRequest(BaseModel):
     """multipart/form-data body."""
 
+    model_config = ConfigDict(extra="forbid")
+
     patch: bytes = Field(json_schema_extra={"format": "binary"}, description=".npy file of HU values (z, y, x)")
     spacing: str = Field(description="voxel spacing 'z,y,x' in mm, e.g. '1.25,0.7,0.7'")
     center: str | None = Field(None, description='optional JSON {"i": .., "j": .., "k": ..}; default the middle')
+    clinical: str | None = Field(None, description="optional JSON of ClinicalInputs, for the Brock probability")
 
 
 class MultipartSeriesRequest(BaseModel):
     """multipart/form-data body for a CT series."""
+
+    model_config = ConfigDict(extra="forbid")
 
     series: list[bytes] = Field(
         json_schema_extra={"items": {"type": "string", "format": "binary"}},
@@ -113,6 +196,7 @@ class MultipartSeriesRequest(BaseModel):
     )
     series_index: int | None = Field(None, description="which series, when the upload holds several (0-based)")
     series_uid: str | None = Field(None, description="or which series by SeriesInstanceUID (never echoed back)")
+    clinical: str | None = Field(None, description="optional JSON of ClinicalInputs; upper_lobe one per centre")
 
 
 class Problem(BaseModel):

@@ -130,7 +130,7 @@ def _boundary_notes(nodule_type: str, sizes: dict[str, float]) -> list[str]:
         value = sizes[name]
         if abs(value - threshold) < BOUNDARY_MARGIN_MM:
             notes.append(
-                f"{name} {value:g} mm is within {BOUNDARY_MARGIN_MM:g} mm of the {threshold:g} mm threshold: the "
+                f"{name} {value:.1f} mm is within {BOUNDARY_MARGIN_MM:g} mm of the {threshold:g} mm threshold: the "
                 "category turns on the model's measurement error; confirm the size on the images"
             )
     return notes
@@ -179,8 +179,9 @@ def assess(
     total = round_mean_diameter(diameter_mm)
     solid = round_mean_diameter(max(solid_diameter_mm, 0.0))
     notes = []
-    if solid > total:
-        notes.append(f"the predicted solid component ({solid:g} mm) exceeds the nodule ({total:g} mm); capped")
+    if solid > total:  # a solid nodule's "solid component" is the nodule itself; only part-solid ones need a word
+        if nodule_type == "part_solid":
+            notes.append(f"the predicted solid component ({solid:.1f} mm) exceeds the nodule ({total:.1f} mm); capped")
         solid = total
     code, rule = categorize(nodule_type, total, solid)
     notes += _boundary_notes(nodule_type, {"mean diameter": total, "solid component": solid})

@@ -163,8 +163,17 @@ def parse_voxel_center(value: Any, shape: Sequence[int]) -> tuple[float, float, 
     return zyx[0], zyx[1], zyx[2]
 
 
+JSON_MEMBERS = ("patch", "spacing", "center", "clinical")
+
+
 def read_json_patch(body: bytes) -> tuple[np.ndarray, Any, Any]:
     """(patch array, spacing value, center value) from {"patch": [[[...]]], "spacing": [z, y, x]}."""
+    patch, spacing, center, _ = read_json_request(body)
+    return patch, spacing, center
+
+
+def read_json_request(body: bytes) -> tuple[np.ndarray, Any, Any, Any]:
+    """(patch array, spacing, center, clinical) values from the JSON body; clinical is checked by service.clinical."""
     if not body:
         raise MalformedInput("the request body is empty")
     try:
@@ -175,7 +184,7 @@ def read_json_patch(body: bytes) -> tuple[np.ndarray, Any, Any]:
         raise MalformedInput("the JSON body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise UnusableInput('the JSON body must be an object like {"patch": [[[...]]], "spacing": [z, y, x]}')
-    unknown = set(doc) - {"patch", "spacing", "center"}
+    unknown = set(doc) - set(JSON_MEMBERS)
     if unknown:
         raise UnusableInput(f"unknown fields: {', '.join(sorted(unknown))[:200]}")
     if "patch" not in doc:
@@ -188,4 +197,4 @@ def read_json_patch(body: bytes) -> tuple[np.ndarray, Any, Any]:
         raise UnusableInput(f"the patch must be 3-D with axes (z, y, x); got {patch.ndim} dimension(s)")
     if patch.size == 0:
         raise UnusableInput(f"the patch has no voxels (shape {patch.shape})")
-    return patch, doc.get("spacing"), doc.get("center")
+    return patch, doc.get("spacing"), doc.get("center"), doc.get("clinical")

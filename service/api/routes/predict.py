@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from service.api.clinical import add_clinical, plan, run_nodules
 from service.api.deps import get_state
 from service.api.multipart import Part, parse_form
 from service.api.routes.series import SERIES_FIELDS, SeriesInput, nodule_result, predict_series, series_from_form
@@ -36,7 +37,7 @@ from service.imaging.formats import (
     check_hounsfield,
     parse_spacing,
     parse_voxel_center,
-    read_json_patch,
+    read_json_request,
     read_npy,
 )
 from service.imaging.preprocess import preprocess
@@ -45,7 +46,7 @@ from service.state import ServiceState
 
 router = APIRouter(tags=["predict"])
 
-FORM_FIELDS = ("patch", "spacing", "center")
+FORM_FIELDS = ("patch", "spacing", "center", "clinical")
 MAX_FORM_PARTS = 16
 STREAM_BODY_BYTES = 8 << 20  # bodies declared at least this large are received by _receive's growing buffer
 
@@ -75,17 +76,19 @@ class PatchInput:
     json_body: bytes | None = None
     spacing: Any = None
     center: Any = None
+    clinical: Any = None
 
     def small_enough_to_inline(self, limit: int) -> bool:
         """A .npy patch this small is prepared faster on the event loop than handed to a thread; JSON never is."""
         return self.json_body is None and self.npy is not None and len(self.npy) <= limit
 
 
-def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.ndarray, tuple, list[str]]:
-    """Parse, validate and preprocess one patch, once per request (in a worker thread unless the patch is small)."""
-    spacing_value, center_value = item.spacing, item.center
+def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.ndarray, tuple, list[str], Any]:
+    """Parse, validate and preprocess one patch, once per request (in a worker thread unless the patch is small);
+    the `clinical` value rides along unchecked."""
+    spacing_value, center_value, clinical = item.spacing, item.center, item.clinical
     if item.json_body is not None:
-        volume, spacing_value, center_value = read_json_patch(item.json_body)
+        volume, spacing_value, center_value, clinical = read_json_request(item.json_body)
         if volume.size > max_voxels:
             raise PayloadTooLarge(f"the patch has {volume.size} voxels; the limit is {max_voxels}")
     else:
@@ -103,7 +106,7 @@ def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.
         )
     if max(spacing) > 2.5:
         warnings.append(f"slice spacing {max(spacing):g} mm is over 2.5 mm: small nodules are measured less well")
-    return cube, center, warnings
+    return cube, center, warnings, clinical
 
 
 async def _read_patch(request: Request, state: ServiceState) -> PatchInput | SeriesInput:
@@ -164,8 +167,10 @@ def _patch_from_form(parts: list[Part]) -> PatchInput | SeriesInput:
         )
     if not upload.is_file:
         raise UnusableInput("'patch' must be a file part (.npy), not a text field")
-    text = {name: fields[name].text() for name in ("spacing", "center") if name in fields}
-    return PatchInput(npy=upload.data, spacing=text.get("spacing"), center=text.get("center"))
+    text = {name: fields[name].text() for name in ("spacing", "center", "clinical") if name in fields}
+    return PatchInput(
+        npy=upload.data, spacing=text.get("spacing"), center=text.get("center"), clinical=text.get("clinical")
+    )
 
 
 def _input_kind(item: PatchInput | SeriesInput) -> str:
@@ -207,18 +212,21 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     t_pre = time.perf_counter()
     max_voxels = state.settings.max_patch_voxels
     if item.small_enough_to_inline(state.settings.inline_prepare_bytes):
-        cube, center_zyx, warnings = _prepare(item, manifest, max_voxels)
+        cube, center_zyx, warnings, clinical = _prepare(item, manifest, max_voxels)
     else:
-        cube, center_zyx, warnings = await _in_pool(state, _prepare, item, manifest, max_voxels)
+        cube, center_zyx, warnings, clinical = await _in_pool(state, _prepare, item, manifest, max_voxels)
+    asks = plan(request, state.settings, clinical, nodules=1)
     preprocess_s = time.perf_counter() - t_pre
     state.metrics.preprocess_seconds.observe(preprocess_s)
     request.state.nodules = 1
-    prediction = await state.batcher.submit(cube, deadline)
+    ((prediction, views),) = await run_nodules(state.batcher, [cube], deadline, asks.views)
+    nodule = nodule_result(manifest, prediction.outputs, _center(center_zyx), warnings)
+    patient = asks.patients[0] if asks.patients else None
     total_s = time.perf_counter() - started
     body = {
         "request_id": request.state.request_id,
         "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
-        "nodules": [nodule_result(manifest, prediction.outputs, _center(center_zyx), warnings)],
+        "nodules": [add_clinical(nodule, manifest, prediction, views, patient, asks.warnings)],
         "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
         "timings_ms": {
             "preprocess": round(preprocess_s * 1000, 3),

@@ -14,8 +14,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from service.api.clinical import add_clinical, plan, run_nodules
 from service.api.multipart import Part
 from service.api.schemas import NOTICE
+from service.clinical.brock import PatientFactors
 from service.dicom.elements import ElementScan
 from service.dicom.pipeline import prepare
 from service.dicom.series import SeriesChoice
@@ -25,6 +27,7 @@ from service.runtime.manifest import Manifest
 from service.state import ServiceState
 
 SERIES_FIELDS = ("series", "centers", "series_index", "series_uid")
+SHARED_FIELDS = ("clinical",)  # also taken by a patch upload, so they do not mark a form as a series
 
 
 @dataclass
@@ -35,6 +38,7 @@ class SeriesInput:
     centers: str | None = None
     choice: SeriesChoice = field(default_factory=SeriesChoice)
     scan: ElementScan | None = None  # what the multipart reader already read of each file
+    clinical: str | None = None
 
 
 def series_from_form(parts: list[Part]) -> SeriesInput:
@@ -54,14 +58,16 @@ def series_from_form(parts: list[Part]) -> SeriesInput:
             raise UnusableInput(
                 f"form field {first!r} belongs to a series upload; a patch takes patch, spacing, center"
             )
-        if part.name not in SERIES_FIELDS:
-            raise UnusableInput(f"unknown form field {part.name[:40]!r}; expected {', '.join(SERIES_FIELDS)}")
+        if part.name not in SERIES_FIELDS + SHARED_FIELDS:
+            expected = ", ".join(SERIES_FIELDS + SHARED_FIELDS)
+            raise UnusableInput(f"unknown form field {part.name[:40]!r}; expected {expected}")
         if part.name in text:
             raise UnusableInput(f"form field {part.name!r} appears more than once")
         text[part.name] = part.text()
     if not item.files:
         raise UnusableInput("the form has no 'series' file: send DICOM files or one .zip as 'series', with 'centers'")
     item.centers = text.get("centers")
+    item.clinical = text.get("clinical")
     item.choice = _choice(text.get("series_index"), text.get("series_uid"))
     return item
 
@@ -121,15 +127,17 @@ async def predict_series(
         gate.release()
     state.metrics.preprocess_seconds.observe(preprocess_s)
     request.state.nodules = len(prepared.nodules)
-    batcher = state.batcher
-    predictions = await asyncio.gather(*(batcher.submit(n.cube, deadline) for n in prepared.nodules))
+    asks = plan(request, state.settings, item.clinical, nodules=len(prepared.nodules))
+    runs = await run_nodules(state.batcher, [n.cube for n in prepared.nodules], deadline, asks.views)
+    predictions = [p for p, _ in runs]
+    patients: list[PatientFactors | None] = list(asks.patients) if asks.patients else [None] * len(runs)
     body = {
         "request_id": request.state.request_id,
         "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
         "series": prepared.series,
         "nodules": [
-            nodule_result(manifest, p.outputs, n.center, n.warnings)
-            for n, p in zip(prepared.nodules, predictions, strict=True)
+            add_clinical(nodule_result(manifest, p.outputs, n.center, n.warnings), manifest, p, v, pt, asks.warnings)
+            for n, (p, v), pt in zip(prepared.nodules, runs, patients, strict=True)
         ],
         "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
         "timings_ms": {

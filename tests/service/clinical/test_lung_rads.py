@@ -112,3 +112,8 @@ def test_a_solid_component_larger_than_the_nodule_is_capped_and_noted():
     out = assess(PART_SOLID, 7.0, 9.0, 1.0)
     assert out.solid_diameter_mm == 7.0 and out.category.code == "4A"
     assert any("capped" in n for n in out.notes)
+
+
+def test_a_solid_nodules_solid_component_needs_no_note():
+    out = assess(SOLID, 12.0, 12.1, 1.0)
+    assert out.category.code == "4A" and not out.notes

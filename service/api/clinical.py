@@ -1,0 +1,85 @@
+"""The API side of the clinical outputs: what a request asks for (uncertainty, the `clinical` member), the model
+runs that needs (each nodule's cube with its flipped views, submitted together to the batcher), and the fields each
+nodule's entry gains (service/clinical/report.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+
+from service.batching import Batcher, Prediction
+from service.clinical.brock import PatientFactors
+from service.clinical.inputs import parse_clinical
+from service.clinical.report import OutputIndex, clinical_fields
+from service.clinical.uncertainty import spread, submit_with_views
+from service.config import Settings
+from service.errors import UnusableInput
+from service.runtime.manifest import Manifest
+
+UNCERTAINTY_PARAM = "uncertainty"
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass
+class ClinicalPlan:
+    """Per request: how many views each nodule runs (1: no uncertainty), the patient factors per nodule, warnings."""
+
+    views: int = 1
+    patients: list[PatientFactors] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan(request: Request, settings: Settings, clinical: Any, nodules: int) -> ClinicalPlan:
+    """Read `?uncertainty=` against RESMTNET_UNCERTAINTY, and validate the `clinical` member (422s)."""
+    out = ClinicalPlan()
+    asked = request.query_params.get(UNCERTAINTY_PARAM)
+    wanted: bool | None = None
+    if asked is not None and asked.strip():
+        value = asked.strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise UnusableInput(f"query parameter {UNCERTAINTY_PARAM} must be true or false; got {asked[:20]!r}")
+        wanted = value in _TRUE
+    if settings.uncertainty == "off":
+        if wanted:
+            out.warnings.append("uncertainty was asked for, but this server computes none (RESMTNET_UNCERTAINTY=off)")
+    elif wanted or (wanted is None and settings.uncertainty == "always"):
+        out.views = settings.uncertainty_views
+    parsed = parse_clinical(clinical, nodules)
+    if parsed is not None:
+        out.patients, warnings = parsed
+        out.warnings += warnings
+    return out
+
+
+async def run_nodules(
+    batcher: Batcher, cubes: list[np.ndarray], deadline: float, views: int
+) -> list[tuple[Prediction, list[Prediction]]]:
+    """Every nodule's cube (and its views) submitted at once, so that they share batches."""
+    if len(cubes) == 1:  # the common patch request: no task for gather to wrap
+        return [await submit_with_views(batcher, cubes[0], deadline, views)]
+    return list(await asyncio.gather(*(submit_with_views(batcher, c, deadline, views) for c in cubes)))
+
+
+def add_clinical(
+    nodule: dict[str, Any],
+    manifest: Manifest,
+    prediction: Prediction,
+    views: list[Prediction],
+    patient: PatientFactors | None,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The nodule's entry with its clinical fields; `malignancy` becomes the calibrated probabilities."""
+    index = OutputIndex.of(manifest)
+    if index is None:
+        nodule["warnings"].append("this model lacks the outputs the clinical rules read: no clinical fields")
+        return nodule
+    uncertainty = None
+    if views:
+        uncertainty = spread([index.p_malignant(p.outputs, manifest) for p in (prediction, *views)])
+    nodule.update(clinical_fields(manifest, index, prediction.outputs, patient, uncertainty))
+    nodule["warnings"].extend(warnings)
+    return nodule

@@ -1,0 +1,111 @@
+"""One nodule's clinical fields from its row of model outputs: calibrated malignancy (the raw kept, labelled),
+its spread over flipped views, Lung-RADS v2022 and, given the patient's factors, the Brock probability."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.clinical.brock import PatientFactors, brock_probability
+from service.clinical.calibration import calibrated_positive, calibrated_row
+from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
+from service.clinical.lung_rads import assess
+from service.runtime.manifest import Manifest
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+@dataclass(frozen=True)
+class OutputIndex:
+    """Where the rules find their inputs among the model's outputs, by output name and label (from the manifest)."""
+
+    malignancy: int
+    malignancy_labels: list[str]
+    nodule_type: int
+    type_labels: list[str]
+    measurements: int
+    diameter: int
+    solid_diameter: int
+    attributes: int
+    spiculation: int
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> OutputIndex | None:
+        """None for a model without the heads and labels the clinical rules read."""
+        names = [o.name for o in manifest.outputs]
+        try:
+            mal, typ, mea, att = (names.index(n) for n in ("malignancy", "nodule_type", "measurements", "attributes"))
+            labels = [manifest.outputs[i].labels or [] for i in (mal, typ, mea, att)]
+            return cls(
+                malignancy=mal,
+                malignancy_labels=labels[0],
+                nodule_type=typ,
+                type_labels=labels[1],
+                measurements=mea,
+                diameter=labels[2].index("diameter_mm"),
+                solid_diameter=labels[2].index("solid_diameter_mm"),
+                attributes=att,
+                spiculation=labels[3].index("spiculation"),
+            )
+        except ValueError:
+            return None
+
+    def p_malignant(self, outputs: Sequence[np.ndarray], manifest: Manifest) -> float:
+        """Calibrated P(malignant) of one row of outputs."""
+        row = outputs[self.malignancy]
+        label = manifest.calibration.positive_label if manifest.calibration else "malignant"
+        return calibrated_positive(float(row[self.malignancy_labels.index(label)]), manifest.calibration)
+
+
+def clinical_fields(
+    manifest: Manifest,
+    index: OutputIndex,
+    outputs: Sequence[np.ndarray],
+    patient: PatientFactors | None,
+    uncertainty: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The fields this nodule's entry gains; `malignancy` becomes the calibrated probabilities."""
+    raw = outputs[index.malignancy]
+    calibrated = calibrated_row([float(v) for v in raw], index.malignancy_labels, manifest.calibration)
+    types = {k: float(v) for k, v in zip(index.type_labels, outputs[index.nodule_type], strict=True)}
+    diameter = float(outputs[index.measurements][index.diameter])
+    solid = float(outputs[index.measurements][index.solid_diameter])
+    spiculation = float(outputs[index.attributes][index.spiculation])
+    lung_rads = assess(types, diameter, solid, spiculation)
+    fields: dict[str, Any] = {
+        "malignancy": {k: _r(v) for k, v in zip(index.malignancy_labels, calibrated, strict=True)},
+        "malignancy_raw": {k: _r(v) for k, v in zip(index.malignancy_labels, raw, strict=True)},
+        "malignancy_calibration": (
+            {"method": manifest.calibration.method, "temperature": manifest.calibration.temperature}
+            if manifest.calibration
+            else None
+        ),
+        "malignancy_uncertainty": uncertainty,
+        "lung_rads": lung_rads.as_dict(),
+        "brock_probability": None,
+        "brock_inputs": None,
+    }
+    if patient is not None:
+        spiculated = is_spiculated(spiculation)
+        fields["brock_probability"] = _r(
+            brock_probability(patient, lung_rads.diameter_mm, lung_rads.nodule_type, spiculated)
+        )
+        fields["brock_inputs"] = {
+            "size_mm": lung_rads.diameter_mm,
+            "size_definition": "model's mean axial diameter (PanCan used the longest diameter)",
+            "nodule_type": lung_rads.nodule_type,
+            "spiculated": spiculated,
+            "spiculation_threshold": SPICULATION_THRESHOLD,
+            "age": patient.age,
+            "female": patient.female,
+            "family_history": patient.family_history,
+            "emphysema": patient.emphysema,
+            "nodule_count": patient.nodule_count,
+            "upper_lobe": patient.upper_lobe,
+        }
+    return fields
