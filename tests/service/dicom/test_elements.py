@@ -114,10 +114,15 @@ def test_multipart_parts_are_sized_from_their_elements_and_checked(series_paths)
 
     files = [series_paths[0].read_bytes(), series_paths[1].read_bytes() + b"\xfc\xff\xfc\xffOB\0\0\4\0\0\0abcd"]
     boundary = "b0undary"
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="series"; filename="{n}"\r\n\r\n'.encode() + f + b"\r\n"
-        for n, f in enumerate(files)
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="series"; filename="{n}"\r\n\r\n'.encode()
+            + f
+            + b"\r\n"
+            for n, f in enumerate(files)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     scan = ElementScan()
     parts = parse_form(body, f"multipart/form-data; boundary={boundary}", 10, length_hint=scan.length)
     assert [bytes(p.data) for p in parts] == files
