@@ -1,8 +1,8 @@
 """Pixel data of the few slices a patch needs, decoded on demand (one frame at a time for multi-frame files),
 rescaled to HU (RescaleSlope and RescaleIntercept of each slice or frame), padding pixels set to the fill value.
 
-Compressed transfer syntaxes are decoded by pydicom's plugins, installed with the service: pylibjpeg with
-pylibjpeg-libjpeg (JPEG Lossless, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000), pylibjpeg-rle or pydicom (RLE).
+Compressed transfer syntaxes are decoded by pydicom's plugins, installed with the service: GDCM (JPEG Lossless),
+pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000), pylibjpeg-rle or pydicom (RLE).
 """
 
 from __future__ import annotations
