@@ -12,7 +12,7 @@ MODEL_VERSION ?= 1.0.0
 TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
-.PHONY: run test train bench bench-dicom soak lint clean promtool
+.PHONY: run test train bench bench-dicom soak lint clean promtool dcmtk
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 run: $(VENV)/.serve-$(RUNTIME)
 	$(PY) -m service
 
-test: $(VENV)/.dev promtool
+test: $(VENV)/.dev promtool dcmtk
 	$(PY) -m pytest
 
 # promtool (Debian's prometheus package) checks deploy/prometheus in the tests. Installed when missing, as root or
@@ -46,6 +46,19 @@ promtool:
 	    echo "installing promtool: apt-get install prometheus"; \
 	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends prometheus >/dev/null && command -v promtool >/dev/null; \
+	  fi; }
+
+# dcmtk's dsrdump checks the DICOM SR answers in the tests (tests/service/dicom/test_structured_report.py); installed
+# like promtool.
+dcmtk:
+	@command -v dsrdump >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else sudo=no; fi; \
+	  if [ "$$sudo" = no ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "dsrdump is missing and cannot be installed here (needs apt-get and root): its tests will skip"; \
+	  else \
+	    echo "installing dsrdump: apt-get install dcmtk"; \
+	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends dcmtk >/dev/null && command -v dsrdump >/dev/null; \
 	  fi; }
 
 lint: $(VENV)/.dev

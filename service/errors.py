@@ -18,6 +18,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
     408: "Request Timeout",
     413: "Content Too Large",
     415: "Unsupported Media Type",
@@ -44,6 +45,10 @@ class ProblemError(Exception):
 
 class MalformedInput(ProblemError):
     status, code = 400, "malformed-input"
+
+
+class NotAcceptable(ProblemError):
+    status, code = 406, "not-acceptable"
 
 
 class PayloadTooLarge(ProblemError):

@@ -17,10 +17,11 @@ from service.clinical.inputs import parse_clinical
 from service.clinical.report import OutputIndex, clinical_fields
 from service.clinical.uncertainty import spread, submit_with_views
 from service.config import Settings
-from service.errors import UnusableInput
+from service.errors import NotAcceptable, UnusableInput
 from service.runtime.manifest import Manifest
 
 UNCERTAINTY_PARAM = "uncertainty"
+DICOM = "application/dicom"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -33,8 +34,16 @@ class ClinicalPlan:
     warnings: list[str] = field(default_factory=list)
 
 
-def plan(request: Request, settings: Settings, clinical: Any, nodules: int) -> ClinicalPlan:
-    """Read `?uncertainty=` against RESMTNET_UNCERTAINTY, and validate the `clinical` member (422s)."""
+def plan(request: Request, settings: Settings, clinical: Any, nodules: int, series: bool = False) -> ClinicalPlan:
+    """Read `?uncertainty=` against RESMTNET_UNCERTAINTY, and validate the `clinical` member (422s); a patch
+    request that will take nothing but a DICOM SR gets a 406."""
+    if not series:
+        sr, json_ok = sr_preferred(request.headers.get("accept"))
+        if sr and not json_ok:
+            raise NotAcceptable(
+                f"a DICOM SR ({DICOM}) answers CT series uploads only: a patch has no DICOM study to refer to; "
+                "accept application/json"
+            )
     out = ClinicalPlan()
     asked = request.query_params.get(UNCERTAINTY_PARAM)
     wanted: bool | None = None
@@ -53,6 +62,32 @@ def plan(request: Request, settings: Settings, clinical: Any, nodules: int) -> C
         out.patients, warnings = parsed
         out.warnings += warnings
     return out
+
+
+def _accept_q(accept: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            if p.lower().startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if media:
+            out[media.lower()] = max(q, out.get(media.lower(), 0.0))
+    return out
+
+
+def sr_preferred(accept: str | None) -> tuple[bool, bool]:
+    """(the client prefers a DICOM SR, the client also takes JSON) from an Accept header."""
+    if not accept:
+        return False, True
+    q = _accept_q(accept)
+    dicom = q.get(DICOM, 0.0)
+    json_q = max(q.get("application/json", 0.0), q.get("application/*", 0.0), q.get("*/*", 0.0))
+    return dicom > 0 and dicom >= json_q, json_q > 0
 
 
 async def run_nodules(

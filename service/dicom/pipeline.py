@@ -9,7 +9,7 @@ import numpy as np
 
 from service.dicom import centers as centres
 from service.dicom.elements import ElementScan
-from service.dicom.headers import read_headers
+from service.dicom.headers import SliceHeader, read_headers
 from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
 from service.dicom.sources import SeriesLimits, collect
@@ -26,10 +26,19 @@ class PreparedNodule:
 
 
 @dataclass
+class SeriesSource:
+    """What a DICOM SR answer references: the uploaded files and the chosen series' slices (index into files)."""
+
+    files: list[bytes | memoryview]
+    slices: list[SliceHeader]
+
+
+@dataclass
 class PreparedSeries:
     nodules: list[PreparedNodule]
     series: dict
     decoded_slices: int
+    source: SeriesSource | None = None  # kept only for a DICOM SR answer
 
 
 def prepare(
@@ -39,6 +48,7 @@ def prepare(
     spec: Preprocessing,
     limits: SeriesLimits,
     scan: ElementScan | None = None,
+    keep_source: bool = False,
 ) -> PreparedSeries:
     """Everything a series request needs before the model; raises the service's typed errors."""
     requested = centres.parse_centers(centers_text, limits.max_nodules)
@@ -51,7 +61,8 @@ def prepare(
     located = [centres.locate(n, system, values, series.geometry) for n, (system, values) in enumerate(requested)]
     reader = SliceReader(upload.files, series.slices, spec.fill_hu)
     nodules = [_nodule(center, series, reader, spec) for center in located]
-    return PreparedSeries(nodules, series.summary(), reader.decoded_slices)
+    source = SeriesSource(upload.files, series.slices) if keep_source else None
+    return PreparedSeries(nodules, series.summary(), reader.decoded_slices, source)
 
 
 def _nodule(center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service.api.clinical import add_clinical, plan, run_nodules
 from service.api.deps import get_state
@@ -51,7 +51,12 @@ MAX_FORM_PARTS = 16
 STREAM_BODY_BYTES = 8 << 20  # bodies declared at least this large are received by _receive's growing buffer
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (400, 413, 415, 422, 503, 504)
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (400, 406, 413, 415, 422, 503, 504)
+}
+_ERRORS[200] = {
+    "content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}}},
+    "description": "JSON; or, for a CT series with Accept: application/dicom, a DICOM Comprehensive 3D SR",
 }
 _BODY = {
     "requestBody": {
@@ -196,7 +201,7 @@ def _center(zyx: tuple) -> dict[str, float]:
 
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
 @router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
-async def predict(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
+async def predict(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> Response:
     """Predict every head for one nodule patch (HU values with their voxel spacing), or for each nodule of a CT
     series (DICOM files or one .zip, with the nodules' centres)."""
     started = time.perf_counter()

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from service.api.clinical import add_clinical, plan, run_nodules
+from service.api.clinical import DICOM, add_clinical, plan, run_nodules, sr_preferred
 from service.api.multipart import Part
 from service.api.schemas import NOTICE
 from service.clinical.brock import PatientFactors
 from service.dicom.elements import ElementScan
-from service.dicom.pipeline import prepare
+from service.dicom.pipeline import SeriesSource, prepare
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits
 from service.errors import Overloaded, UnusableInput
@@ -104,10 +104,12 @@ def _gate(request: Request, state: ServiceState) -> asyncio.Semaphore:
 
 async def predict_series(
     request: Request, state: ServiceState, item: SeriesInput, started: float, deadline: float
-) -> JSONResponse:
-    """Prepare the series off the event loop, then batch every nodule's cube; one result per centre, in order."""
+) -> Response:
+    """Prepare the series off the event loop, then batch every nodule's cube; one result per centre, in order.
+    JSON, or a DICOM SR when the client prefers application/dicom."""
     assert state.batcher is not None and state.model is not None
     manifest = state.model.manifest
+    sr, _ = sr_preferred(request.headers.get("accept"))
     gate = _gate(request, state)
     try:
         async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):  # cancels acquire() cleanly
@@ -120,14 +122,22 @@ async def predict_series(
     try:
         t_pre = time.perf_counter()
         prepared = await asyncio.get_running_loop().run_in_executor(
-            None, prepare, item.files, item.centers, item.choice, manifest.preprocessing, limits_of(state), item.scan
+            None,
+            prepare,
+            item.files,
+            item.centers,
+            item.choice,
+            manifest.preprocessing,
+            limits_of(state),
+            item.scan,
+            sr,
         )
         preprocess_s = time.perf_counter() - t_pre
     finally:
         gate.release()
     state.metrics.preprocess_seconds.observe(preprocess_s)
     request.state.nodules = len(prepared.nodules)
-    asks = plan(request, state.settings, item.clinical, nodules=len(prepared.nodules))
+    asks = plan(request, state.settings, item.clinical, nodules=len(prepared.nodules), series=True)
     runs = await run_nodules(state.batcher, [n.cube for n in prepared.nodules], deadline, asks.views)
     predictions = [p for p, _ in runs]
     patients: list[PatientFactors | None] = list(asks.patients) if asks.patients else [None] * len(runs)
@@ -148,7 +158,18 @@ async def predict_series(
         },
         "notice": NOTICE,
     }
+    if sr and prepared.source is not None:
+        return await _structured_report(prepared.source, body["nodules"], manifest)
     return JSONResponse(body)
+
+
+async def _structured_report(source: SeriesSource, nodules: list[dict[str, Any]], manifest: Manifest) -> Response:
+    """The answer as a DICOM Comprehensive 3D SR, built in a worker thread."""
+    from service.dicom.structured_report import build_report  # highdicom takes 0.5 s to import: only when asked
+
+    data = await asyncio.get_running_loop().run_in_executor(None, build_report, source, nodules, manifest)
+    headers = {"Content-Disposition": 'attachment; filename="res_mtnet_sr.dcm"'}
+    return Response(data, media_type=DICOM, headers=headers)
 
 
 def nodule_result(manifest: Manifest, outputs: list, center: dict[str, float], warnings: list[str]) -> dict[str, Any]:

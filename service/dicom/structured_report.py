@@ -1,0 +1,204 @@
+"""The answer to a CT upload as a DICOM Comprehensive 3D SR (TID 1500 Measurement Report), built with highdicom:
+one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the series' frame of reference), mean
+diameter, volume, calibrated probability of cancer (and Brock's, when computed), type and Lung-RADS category; the
+model is the observer device. Patient and study modules are copied from the upload, as DICOM requires; nothing of
+them is logged. Research use: the document is marked preliminary, unverified.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from service.dicom.headers import SliceHeader
+from service.dicom.pipeline import SeriesSource
+from service.errors import UnusableInput
+from service.runtime.manifest import Manifest
+
+SCHEME = "99RESMTNET"  # local codes, where DICOM has none for what the service reports
+SERIES_NUMBER = 9901
+PROBABILITY = codes.UCUM.NoUnits
+
+# highdicom logs instance UIDs at INFO while it copies modules: keep its logger quiet.
+logging.getLogger("highdicom").setLevel(logging.ERROR)
+
+TYPE_CODES = {
+    "solid": hd.sr.CodedConcept("solid", SCHEME, "Solid nodule"),
+    "part_solid": hd.sr.CodedConcept("part_solid", SCHEME, "Part-solid nodule"),
+    "ground_glass": hd.sr.CodedConcept("ground_glass", SCHEME, "Non-solid (ground-glass) nodule"),
+}
+NODULE_TYPE = hd.sr.CodedConcept("nodule_type", SCHEME, "Nodule type")
+LUNG_RADS = hd.sr.CodedConcept("lung_rads_v2022", SCHEME, "Lung-RADS v2022 category")
+SUGGEST_4X = hd.sr.CodedConcept("suggest_4x", SCHEME, "Lung-RADS 4X review suggested")
+YES, NO = codes.SCT.Yes, codes.SCT.No
+BROCK = hd.sr.CodedConcept("brock_pancan_2b", SCHEME, "Brock (PanCan) full model with spiculation")
+CALIBRATED = hd.sr.CodedConcept("calibrated", SCHEME, "Res-MTNet, calibrated")
+
+
+def _base_header(source: SeriesSource) -> Dataset:
+    """The first slice's file without pixel data: patient, study and frame of reference for the whole report."""
+    first = source.slices[0]
+    data = source.files[first.file]
+    buffer = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
+    return pydicom.dcmread(buffer, stop_before_pixels=True, force=True)
+
+
+def _evidence(base: Dataset, slices: list[SliceHeader]) -> list[Dataset]:
+    """One reference per SOP instance of the series; the first is the full header, for the patient and study."""
+    evidence, seen = [base], {base.SOPInstanceUID}
+    for s in slices:
+        if s.sop_instance in seen:
+            continue
+        seen.add(s.sop_instance)
+        ref = Dataset()
+        ref.SOPClassUID, ref.SOPInstanceUID = s.sop_class, s.sop_instance
+        ref.SeriesInstanceUID, ref.StudyInstanceUID = s.series_uid, base.StudyInstanceUID
+        evidence.append(ref)
+    return evidence
+
+
+def _device(manifest: Manifest) -> hd.sr.ObserverContext:
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[manifest.sha256]),
+            name=manifest.name,
+            manufacturer_name="Res-MTNet Serve",
+            model_name=f"{manifest.name} {manifest.version}",
+            serial_number=manifest.sha256[:16],
+        ),
+    )
+
+
+def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentification) -> list[hd.sr.Measurement]:
+    m = nodule["measurements"]
+    out = [
+        hd.sr.Measurement(
+            name=codes.SCT.Diameter,
+            value=m["diameter_mm"],
+            unit=codes.UCUM.Millimeter,
+            derivation=codes.SCT.Mean,
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(
+            name=codes.SCT.Volume, value=m["volume_mm3"], unit=codes.UCUM.CubicMillimeter, algorithm_id=algorithm
+        ),
+        hd.sr.Measurement(
+            name=codes.DCM.ProbabilityOfCancer,
+            value=nodule["malignancy"]["malignant"],
+            unit=PROBABILITY,
+            method=CALIBRATED,
+            algorithm_id=algorithm,
+        ),
+    ]
+    if nodule.get("brock_probability") is not None:
+        out.append(
+            hd.sr.Measurement(
+                name=codes.DCM.ProbabilityOfCancer, value=nodule["brock_probability"], unit=PROBABILITY, method=BROCK
+            )
+        )
+    return out
+
+
+def _evaluations(nodule: dict[str, Any]) -> list[hd.sr.QualitativeEvaluation]:
+    types = nodule["nodule_type"]
+    out = [hd.sr.QualitativeEvaluation(NODULE_TYPE, TYPE_CODES[max(types, key=types.get)])]
+    rads = nodule.get("lung_rads")
+    if rads:
+        category = rads["category"]
+        value = hd.sr.CodedConcept(f"lung_rads_{category}", SCHEME, f"Lung-RADS {category}")
+        out.append(hd.sr.QualitativeEvaluation(LUNG_RADS, value))
+        out.append(hd.sr.QualitativeEvaluation(SUGGEST_4X, YES if rads["suggest_4x_review"] else NO))
+    return out
+
+
+def _group(
+    n: int, nodule: dict[str, Any], frame_of_reference: str, series_uid: str, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    c = nodule["center"]
+    centre = hd.sr.VolumeSurface(
+        graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+        graphic_data=np.array([[c["x"], c["y"], c["z"]]], dtype=np.float64),
+        frame_of_reference_uid=frame_of_reference,
+        source_series=hd.sr.SourceSeriesForSegmentation(series_uid),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(identifier=f"nodule {n + 1}", uid=generate_uid()),
+        referenced_volume_surface=centre,
+        finding_type=codes.SCT.Nodule,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Lung)],
+        algorithm_id=algorithm,
+        measurements=_measurements(nodule, algorithm),
+        qualitative_evaluations=_evaluations(nodule),
+    )
+
+
+def _build(source: SeriesSource, nodules: list[dict[str, Any]], manifest: Manifest) -> bytes:
+    base = _base_header(source)
+    frame_of_reference = base.get("FrameOfReferenceUID")
+    if not frame_of_reference:
+        raise UnusableInput("the series has no FrameOfReferenceUID: a DICOM SR cannot place the nodules in it")
+    for keyword in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+    ):  # type 2: present, possibly empty
+        if keyword not in base:
+            setattr(base, keyword, "")
+    algorithm = hd.sr.AlgorithmIdentification(name=manifest.name, version=manifest.version)
+    series_uid = source.slices[0].series_uid
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=_device(manifest)),
+        procedure_reported=codes.LN.CTChestReport,
+        imaging_measurements=[
+            _group(n, nodule, frame_of_reference, series_uid, algorithm) for n, nodule in enumerate(nodules)
+        ],
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=_evidence(base, source.slices),
+        content=report,
+        series_instance_uid=generate_uid(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Res-MTNet Serve",
+        is_complete=True,
+        series_description=f"{manifest.name} {manifest.version}: research use only",
+        coding_schemes=[
+            CodingSchemeIdentificationItem(
+                designator=SCHEME,
+                name="Res-MTNet Serve local codes",
+                responsible_organization="Res-MTNet Serve",
+            )
+        ],
+    )
+    out = io.BytesIO()
+    sr.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def build_report(source: SeriesSource, nodules: list[dict[str, Any]], manifest: Manifest) -> bytes:
+    """The SR file's bytes. A header highdicom cannot copy becomes a 422 that quotes no value from it."""
+    try:
+        return _build(source, nodules, manifest)
+    except UnusableInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom and highdicom errors may quote patient values
+        raise UnusableInput(
+            f"the series' headers could not be carried into a DICOM SR ({type(exc).__name__}); "
+            "ask for application/json instead"
+        ) from None
