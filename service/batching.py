@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, NotReady, Overloaded
+from service.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
 
 RunBatch = Callable[[np.ndarray], list[np.ndarray]]
@@ -98,6 +98,7 @@ class Batcher:
         self.pad_sizes = pad_sizes
         self.metrics = metrics
         self.retry_after_s = retry_after_s
+        self.max_queue = max_queue
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(max_workers=len(self._runs), thread_name_prefix="onnxruntime")
         self._idle: asyncio.Queue[RunBatch] = asyncio.Queue()
@@ -213,3 +214,23 @@ class Batcher:
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+
+async def submit_all(batcher: Batcher, cubes: list[np.ndarray], deadline: float) -> list[Prediction]:
+    """Several patches of one request to the batcher at once (they may share a batch), answers in order. One
+    request may take at most half the queue, so that it cannot shut out every other; if one patch is refused
+    (queue full, deadline), the others are withdrawn and the request fails as a whole."""
+    if len(cubes) > max(batcher.max_queue // 2, 1):
+        raise PayloadTooLarge(
+            f"the request needs {len(cubes)} model runs; at most {max(batcher.max_queue // 2, 1)} are taken from "
+            "one request (fewer nodules, or no uncertainty views)"
+        )
+    if len(cubes) == 1:
+        return [await batcher.submit(cubes[0], deadline)]
+    tasks = [asyncio.ensure_future(batcher.submit(cube, deadline)) for cube in cubes]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise

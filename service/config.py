@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         0.0, ge=0, description="how long a batch waits for company after its first request (0: never; 2 on a GPU)"
     )
     max_queue: int = Field(256, ge=1, description="requests waiting for the model; more are refused with 503")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival; past it, 504")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline once the body has arrived; past it, 504")
     pad_batches: Literal["auto", "yes", "no"] = Field(
         "auto", description="pad batches to powers of two (auto: on CUDA only, where each new shape costs)"
     )
@@ -65,7 +65,12 @@ class Settings(BaseSettings):
     max_inflight_bytes: int = Field(
         2 * GiB, ge=1, description="request bodies held in memory at once, all requests together; beyond, 503"
     )
-    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this; past it, 408")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time a body has beyond what its size needs at body_min_bytes_per_s; past it, 408"
+    )
+    body_min_bytes_per_s: int = Field(
+        64 * 1024, ge=1, description="slowest upload rate allowed once body_timeout_s is spent"
+    )
     max_json_bytes: int = Field(64 * MiB, ge=1, description="largest application/json body")
     max_patch_voxels: int = Field(64 * MiB, ge=1, description="largest patch (voxels) accepted")
     dicom_max_files: int = Field(

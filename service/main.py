@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         max_body_bytes=settings.max_body_bytes,
         max_inflight_bytes=settings.max_inflight_bytes,
         body_timeout_s=settings.body_timeout_s,
+        body_min_bytes_per_s=settings.body_min_bytes_per_s,
         retry_after_s=settings.retry_after_s,
     )
     return app

@@ -34,7 +34,9 @@ def _is_v2(path: str) -> bool:
 
 class ServiceMiddleware:
     """Bodies are bounded three ways while they stream in: each by max_body_bytes, all requests together by
-    max_inflight_bytes (bodies are held in memory until answered), and each must arrive within body_timeout_s."""
+    max_inflight_bytes (bodies are held in memory until answered, and reserved as their bytes arrive), and in time:
+    a body may take body_timeout_s plus what its bytes need at body_min_bytes_per_s, so a 300 MB series on a slow
+    link has its minutes while a trickle of a few bytes a second is cut off."""
 
     def __init__(
         self,
@@ -44,12 +46,14 @@ class ServiceMiddleware:
         max_inflight_bytes: int | None = None,
         body_timeout_s: float = 30.0,
         retry_after_s: int = 1,
+        body_min_bytes_per_s: int = 64 * 1024,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_inflight_bytes = max_inflight_bytes or 2 * max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.body_min_bytes_per_s = body_min_bytes_per_s
         self.retry_after_s = retry_after_s
         self.inflight_bytes = 0  # one event loop: no lock needed
 
@@ -80,7 +84,7 @@ class ServiceMiddleware:
                 return
             received = 0
             body_done = False
-            body_deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+            body_start = asyncio.get_running_loop().time()
 
             def reserve(n_bytes: int) -> None:
                 nonlocal held
@@ -98,25 +102,25 @@ class ServiceMiddleware:
                 nonlocal received, body_done
                 if body_done:  # later calls wait for a disconnect: no deadline on those
                     return await receive()
+                allowed = self.body_timeout_s + received / self.body_min_bytes_per_s
                 try:
-                    async with asyncio.timeout_at(body_deadline):
+                    async with asyncio.timeout_at(body_start + allowed):
                         message = await receive()
                 except TimeoutError:
                     self.metrics.rejections.labels(reason="slow_body").inc()
                     raise BodyTimeout(
-                        f"the request body did not arrive within {self.body_timeout_s:g} s ({received} bytes came)"
+                        f"the request body did not arrive in time: {received} bytes in {allowed:.3g} s, slower than "
+                        f"{self.body_min_bytes_per_s} bytes/s after the first {self.body_timeout_s:g} s"
                     ) from None
                 if message["type"] == "http.request":
                     body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
                     if received > limit:
                         raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-                    if received > held:  # no Content-Length, or more than it declared: reserve as it comes
+                    if received > held:  # reserved as it arrives: a silent connection holds nothing
                         reserve(received - held)
                 return message
 
-            if declared:
-                reserve(declared)
             await self.app(scope, limited_receive, send_wrapper)
         except Overloaded as exc:  # refused before the app saw the request
             await _refuse_overloaded(send_wrapper, exc, v2=_is_v2(scope["path"]))

@@ -4,18 +4,17 @@ nodule's entry gains (service/clinical/report.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from fastapi import Request
 
-from service.batching import Batcher, Prediction
+from service.batching import Batcher, Prediction, submit_all
 from service.clinical.brock import PatientFactors
 from service.clinical.inputs import parse_clinical
 from service.clinical.report import OutputIndex, clinical_fields
-from service.clinical.uncertainty import spread, submit_with_views
+from service.clinical.uncertainty import extra_views, spread
 from service.config import Settings
 from service.errors import NotAcceptable, UnusableInput
 from service.runtime.manifest import Manifest
@@ -93,10 +92,15 @@ def sr_preferred(accept: str | None) -> tuple[bool, bool]:
 async def run_nodules(
     batcher: Batcher, cubes: list[np.ndarray], deadline: float, views: int
 ) -> list[tuple[Prediction, list[Prediction]]]:
-    """Every nodule's cube (and its views) submitted at once, so that they share batches."""
-    if len(cubes) == 1:  # the common patch request: no task for gather to wrap
-        return [await submit_with_views(batcher, cubes[0], deadline, views)]
-    return list(await asyncio.gather(*(submit_with_views(batcher, c, deadline, views) for c in cubes)))
+    """Every nodule's cube (and its views) submitted at once, so that they share batches; all answered, or the
+    request fails as a whole with nothing left queued."""
+    groups = [[cube, *extra_views(cube, views)] if views >= 2 else [cube] for cube in cubes]
+    flat = await submit_all(batcher, [c for group in groups for c in group], deadline)
+    out, start = [], 0
+    for group in groups:
+        out.append((flat[start], flat[start + 1 : start + len(group)]))
+        start += len(group)
+    return out
 
 
 def add_clinical(

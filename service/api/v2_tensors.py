@@ -195,12 +195,15 @@ def _outputs(document: dict[str, Any], specs: list[TensorSpec]) -> list[Requeste
     return chosen
 
 
+MAX_TIMEOUT_US = 24 * 3600 * 10**6  # longer than any deadline the service keeps
+
+
 def _timeout_s(document: dict[str, Any]) -> float | None:
     """The request's own `timeout` parameter (microseconds, as Triton's clients send it); 0 or absent: none."""
     value = _parameters(document, "the request").get("timeout", 0)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise MalformedInput("the request's 'timeout' parameter must be a whole number of microseconds")
-    return value / 1e6 if value else None
+    return min(value, MAX_TIMEOUT_US) / 1e6 if value else None
 
 
 def parse_infer_request(

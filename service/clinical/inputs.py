@@ -8,11 +8,11 @@ needs about the patient, checked field by field with a precise 422 for each prob
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from service.clinical.brock import PatientFactors
 from service.errors import UnusableInput
+from service.imaging.formats import finite_number
 
 FIELDS = ("age", "sex", "family_history", "emphysema", "nodule_count", "upper_lobe")
 AGE_RANGE = (18.0, 110.0)  # accepted
@@ -33,12 +33,13 @@ def _bool(doc: dict[str, Any], name: str, meaning: str) -> bool:
 
 
 def _age(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    age = finite_number(value)
+    if age is None:
         raise _fail(f"age must be a number of years; got {json.dumps(value)[:40]}")
     lo, hi = AGE_RANGE
-    if not lo <= value <= hi:
-        raise _fail(f"age {value:g} is outside {lo:g}-{hi:g} years")
-    return float(value)
+    if not lo <= age <= hi:
+        raise _fail(f"age {age:g} is outside {lo:g}-{hi:g} years")
+    return age
 
 
 def _sex(value: Any) -> bool:
@@ -51,7 +52,7 @@ def _count(value: Any, nodules: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(f"nodule_count must be a whole number (nodules seen on the CT); got {json.dumps(value)[:40]}")
     if not 1 <= value <= MAX_NODULE_COUNT:
-        raise _fail(f"nodule_count {value} is outside 1-{MAX_NODULE_COUNT}")
+        raise _fail(f"nodule_count {str(value)[:20]} is outside 1-{MAX_NODULE_COUNT}")
     if value < nodules:
         raise _fail(f"nodule_count {value} is fewer than the {nodules} nodule centres in this request")
     return value

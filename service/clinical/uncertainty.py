@@ -6,13 +6,12 @@ probability for all of them. Views are cheap numpy views (no copy); the batcher 
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 from collections.abc import Callable
 
 import numpy as np
 
-from service.batching import Batcher, Prediction
+from service.batching import Batcher, Prediction, submit_all
 
 MAX_VIEWS = 8
 METHOD = "spread of calibrated P(malignant) over test-time flips and transposes of the input cube"
@@ -60,5 +59,5 @@ async def submit_with_views(
     """The cube and its extra views, submitted together so that they share a batch; views < 2: the cube alone."""
     if views < 2:
         return await batcher.submit(cube, deadline), []
-    results = await asyncio.gather(*(batcher.submit(c, deadline) for c in [cube, *extra_views(cube, views)]))
+    results = await submit_all(batcher, [cube, *extra_views(cube, views)], deadline)
     return results[0], list(results[1:])

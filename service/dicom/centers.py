@@ -4,7 +4,6 @@ column, row, slice index in the sorted series), each mapped to both and checked 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from service.dicom.geometry import SeriesGeometry
 from service.errors import PayloadTooLarge, UnusableInput
+from service.imaging.formats import finite_number
 
 EXAMPLE = '[{"x": -60.5, "y": 12.0, "z": -130.25}] or [{"i": 200, "j": 310, "k": 41}]'
 WORLD, VOXEL = ("x", "y", "z"), ("i", "j", "k")
@@ -58,10 +58,10 @@ def _one(n: int, item: Any) -> tuple[str, tuple[float, float, float]]:
         )
     values = []
     for name in names:
-        v = item[name]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        v = finite_number(item[name])
+        if v is None:
             raise UnusableInput(f"centers[{n}].{name} must be a finite number")
-        values.append(float(v))
+        values.append(v)
     return system, (values[0], values[1], values[2])
 
 

@@ -70,7 +70,7 @@ def read_elements(data: bytes | memoryview) -> Elements:
         raise NotSimple("no preamble")
     try:
         return _read(view)
-    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise NotSimple(type(exc).__name__) from None
 
 
@@ -93,7 +93,7 @@ class ElementScan:
             if found.pixel_length is not None:
                 return found.pixel_offset + found.pixel_length
             return _skip_undefined(memoryview(data), found.pixel_offset, explicit=True)
-        except (NotSimple, struct.error):
+        except (NotSimple, struct.error, IndexError, RecursionError):
             return None
 
     def get(self, data: bytes | memoryview) -> Elements | None:
@@ -141,6 +141,7 @@ def _read(view: memoryview) -> Elements:
     return Elements(values, syntax, None, None)
 
 
+MAX_DEPTH = 32  # real CT headers nest sequences a few levels deep
 _EXPLICIT = struct.Struct("<HH2sH")
 _IMPLICIT = struct.Struct("<HHI")
 _LONG = struct.Struct("<I")
@@ -161,26 +162,31 @@ def _element(view: memoryview, pos: int, explicit: bool) -> tuple[int, bytes, in
     return (group << 16) | element, vr, length, pos + 8
 
 
-def _skip_undefined(view: memoryview, pos: int, explicit: bool) -> int:
+def _skip_undefined(view: memoryview, pos: int, explicit: bool, depth: int = 0) -> int:
     """The position after a sequence (or encapsulated pixel data, or UN) of undefined length whose items start at
-    pos: items and nested elements are stepped over, nested undefined lengths included. The content of an
-    undefined-length UN is implicit VR, as is everything in an implicit VR file."""
+    pos: items and nested elements are stepped over, nested undefined lengths included (to MAX_DEPTH levels). The
+    content of an undefined-length UN is implicit VR, as is everything in an implicit VR file."""
+    if depth > MAX_DEPTH:
+        raise NotSimple("sequences nested too deeply")
     while pos + 8 <= len(view):
         tag, _, length, value_at = _element(view, pos, explicit=False)
         if tag == SEQUENCE_END:
             return value_at
         if tag != ITEM:
             raise NotSimple("sequence without items")
-        pos = _skip_item(view, value_at, explicit) if length == UNDEFINED else value_at + length
+        pos = _skip_item(view, value_at, explicit, depth) if length == UNDEFINED else value_at + length
     raise NotSimple("unterminated sequence")
 
 
-def _skip_item(view: memoryview, pos: int, explicit: bool) -> int:
+def _skip_item(view: memoryview, pos: int, explicit: bool, depth: int) -> int:
     while pos + 8 <= len(view):
         tag, vr, length, value_at = _element(view, pos, explicit)
         if tag == ITEM_END:
             return value_at
-        pos = _skip_undefined(view, value_at, explicit and vr != b"UN") if length == UNDEFINED else value_at + length
+        if length == UNDEFINED:
+            pos = _skip_undefined(view, value_at, explicit and vr != b"UN", depth + 1)
+        else:
+            pos = value_at + length
     raise NotSimple("unterminated item")
 
 

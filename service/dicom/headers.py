@@ -17,7 +17,7 @@ from pydicom.tag import Tag
 
 from service.dicom.elements import ElementScan, NotSimple, read_elements
 from service.dicom.sources import looks_like_dicom
-from service.errors import MalformedInput, UnusableInput
+from service.errors import MalformedInput, PayloadTooLarge, ProblemError, UnusableInput
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -84,10 +84,16 @@ class SliceHeader:
     pixel_length: int | None = None  # its length; None when encapsulated or unknown
 
 
-def read_headers(files: list[bytes | memoryview], scan: ElementScan | None = None) -> list[SliceHeader]:
+MAX_MAGNITUDE = 1e6  # millimetres (positions, spacings) or direction cosines: a kilometre is already absurd
+
+
+def read_headers(
+    files: list[bytes | memoryview], scan: ElementScan | None = None, max_images: int | None = None
+) -> list[SliceHeader]:
     """Every image of every file, in upload order; DICOMDIR files are passed over. The fast element reader serves
     the common case (reusing what `scan` read while sizing multipart parts); pydicom reads the rest (multi-frame,
-    big endian, deflate, files without a preamble)."""
+    big endian, deflate, files without a preamble). More than max_images images (files or frames) is a 413,
+    raised before a multi-frame file's frames are expanded."""
     out: list[SliceHeader] = []
     for n, data in enumerate(files):
         if not looks_like_dicom(data):
@@ -114,7 +120,13 @@ def read_headers(files: list[bytes | memoryview], scan: ElementScan | None = Non
         sop_class = str(ds.get("SOPClassUID", "") or "")
         if sop_class == DIRECTORY_CLASS:
             continue
-        out.extend(_slices(n, ds, sop_class))
+        budget = None if max_images is None else max_images - len(out)
+        try:
+            out.extend(_slices(n, ds, sop_class, budget))
+        except ProblemError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged sequence read lazily; its message may quote values
+            raise MalformedInput(f"series file {n + 1} has damaged functional groups ({type(exc).__name__})") from None
     return out
 
 
@@ -145,10 +157,12 @@ def _common(n: int, ds: Any, sop_class: str, syntax: str) -> dict[str, Any]:
     }
 
 
-def _slices(n: int, ds: Dataset, sop_class: str) -> list[SliceHeader]:
+def _slices(n: int, ds: Dataset, sop_class: str, budget: int | None = None) -> list[SliceHeader]:
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     common = _common(n, ds, sop_class, syntax)
     frames = _int(n, ds, "NumberOfFrames")
+    if frames is not None and budget is not None and frames > budget:
+        raise PayloadTooLarge(f"series file {n + 1} declares {frames} frames; the upload may hold {budget} more images")
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if frames is None or (frames == 1 and shared is None and per_frame is None):
@@ -248,8 +262,8 @@ def _floats(n: int, ds: Any, keyword: str, count: int) -> tuple[float, ...] | No
         out = tuple(float(v) for v in (value if not isinstance(value, str | bytes) else [value]))
     except (TypeError, ValueError):
         raise UnusableInput(f"series file {n + 1}: {keyword} is not numeric") from None
-    if len(out) != count or not all(math.isfinite(v) for v in out):
-        raise UnusableInput(f"series file {n + 1}: {keyword} must be {count} finite numbers")
+    if len(out) != count or not all(math.isfinite(v) and abs(v) <= MAX_MAGNITUDE for v in out):
+        raise UnusableInput(f"series file {n + 1}: {keyword} must be {count} numbers of at most {MAX_MAGNITUDE:g}")
     return out
 
 

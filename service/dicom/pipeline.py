@@ -53,7 +53,7 @@ def prepare(
     """Everything a series request needs before the model; raises the service's typed errors."""
     requested = centres.parse_centers(centers_text, limits.max_nodules)
     upload = collect(series_parts, limits)
-    headers = read_headers(upload.files, scan)
+    headers = read_headers(upload.files, scan, max_images=limits.max_files)
     if len(headers) > limits.max_files:
         raise PayloadTooLarge(f"the upload holds {len(headers)} images (files or frames); at most {limits.max_files}")
     series = assemble(headers, choice, spec.field_of_view_mm)

@@ -18,6 +18,7 @@ from service.dicom.geometry import SeriesGeometry
 from service.dicom.headers import CT_CLASSES, SliceHeader
 from service.errors import UnusableInput
 
+MAX_MATRIX = 4096  # CT is 512 or 1024 pixels square; beyond, a decoder would allocate gigabytes per slice
 GEOMETRY_FIELDS = {
     "rows": "Rows",
     "columns": "Columns",
@@ -174,6 +175,8 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
     rows, columns = next(iter(sizes))
     if not rows or not columns or rows < 2 or columns < 2:
         raise UnusableInput(f"the images are {rows}x{columns} pixels; a CT slice needs at least 2x2")
+    if rows > MAX_MATRIX or columns > MAX_MATRIX:
+        raise UnusableInput(f"the images are {rows}x{columns} pixels; at most {MAX_MATRIX}x{MAX_MATRIX} are accepted")
     first = slices[0]
     for s in slices:
         if not np.allclose(s.pixel_spacing, first.pixel_spacing, rtol=1e-3, atol=1e-4):  # type: ignore[arg-type]
@@ -221,6 +224,8 @@ def _sort(slices: list[SliceHeader], notes: list[str]) -> tuple[list[SliceHeader
 
 
 def _check_extent(geo: SeriesGeometry, min_extent_mm: float) -> None:
+    if not geo.slice_step > 1e-3:  # a median step of 0: most slices share one position (or NaN from wild values)
+        raise UnusableInput("the slices do not advance along the slice normal: their positions coincide")
     covered = geo.slices * geo.slice_step
     if covered + 1e-6 < min_extent_mm:
         need = math.ceil(min_extent_mm / geo.slice_step)

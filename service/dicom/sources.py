@@ -16,6 +16,7 @@ from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 DICM_OFFSET = 128
+MAX_COMPRESSION_RATIO = 200  # CT slices deflate 2 to 5 times; only a bomb needs more
 _CHUNK = 1 << 20
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
@@ -80,6 +81,9 @@ def unzip(data: bytes | memoryview, limits: SeriesLimits) -> Upload:
                     continue
                 if info.flag_bits & 0x1:
                     raise UnusableInput("the .zip is encrypted; send it without a password")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    # bzip2 and LZMA entries inflate a whole block per read, past any chunked limit
+                    raise UnusableInput("the .zip uses a compression method other than deflate or none; use deflate")
                 content, total = _inflate(archive, info, total, limits.max_bytes)
                 if not looks_like_dicom(content):
                     skipped += 1
@@ -99,12 +103,18 @@ def unzip(data: bytes | memoryview, limits: SeriesLimits) -> Upload:
 
 def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, total: int, max_bytes: int) -> tuple[bytes, int]:
     """One entry's content, read in chunks so that the byte limit holds whatever its header claims."""
-    chunks = []
+    chunks, inflated = [], 0
+    compressed = max(info.compress_size, 1)  # zipfile reads no more compressed bytes than this
     with archive.open(info) as stream:
         while chunk := stream.read(_CHUNK):
             total += len(chunk)
+            inflated += len(chunk)
             if total > max_bytes:
                 raise PayloadTooLarge(f"the .zip's content exceeds {max_bytes} bytes uncompressed")
+            if inflated > MAX_COMPRESSION_RATIO * compressed + _CHUNK:
+                raise PayloadTooLarge(
+                    f"a .zip entry inflates more than {MAX_COMPRESSION_RATIO} times its compressed size (a zip bomb?)"
+                )
             chunks.append(chunk)
     return b"".join(chunks), total
 

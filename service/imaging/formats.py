@@ -138,6 +138,17 @@ def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, floa
     return out[0], out[1], out[2]
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (booleans, text, NaN, integers too big for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def parse_voxel_center(value: Any, shape: Sequence[int]) -> tuple[float, float, float]:
     """Optional patch centre {"i": column, "j": row, "k": slice} -> (z, y, x) indices; default the middle."""
     if value is None or value == "":
@@ -151,15 +162,12 @@ def parse_voxel_center(value: Any, shape: Sequence[int]) -> tuple[float, float, 
         raise UnusableInput('center must be an object with exactly "i" (column), "j" (row) and "k" (slice)')
     zyx = []
     for key, n in zip("kji", shape, strict=True):
-        v = value[key]
-        try:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError
-        except (ValueError, OverflowError):
-            raise UnusableInput(f"center.{key} must be a finite number") from None
+        v = finite_number(value[key])
+        if v is None:
+            raise UnusableInput(f"center.{key} must be a finite number")
         if not -0.5 <= v <= n - 0.5:
             raise UnusableInput(f"center.{key} = {v:g} is outside the patch (0..{n - 1})")
-        zyx.append(float(v))
+        zyx.append(v)
     return zyx[0], zyx[1], zyx[2]
 
 

@@ -13,7 +13,7 @@ from service.config import Settings
 from tests.deploy.conftest import COMPOSE, DASHBOARD, DEPLOY, REPO, load_yaml, run_tool, venv_tool
 from tests.deploy.dockerfile import parse_dockerfile
 
-REQUIRED = {"RESMTNET_MODEL_VERSION", "GRAFANA_ADMIN_PASSWORD"}
+REQUIRED = {"RESMTNET_MODEL_VERSION", "GRAFANA_ADMIN_PASSWORD", "RESMTNET_API_KEYS_PATH"}
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
@@ -84,6 +84,14 @@ def test_cpu_profile_runs_the_cpu_image_without_a_gpu(compose):
     assert service["profiles"] == ["cpu"] and service["build"]["target"] == "cpu"
     assert "deploy" not in service
     assert service["environment"]["RESMTNET_PROVIDER"] == "cpu"
+
+
+@pytest.mark.parametrize("name", ["resmtnet", "resmtnet-cpu"])
+def test_service_requires_api_keys_from_a_secret_file(compose, name):
+    service = compose["services"][name]
+    assert service["secrets"] == ["resmtnet_api_keys"]
+    assert service["environment"]["RESMTNET_API_KEYS_FILE"] == "/run/secrets/resmtnet_api_keys"
+    assert compose["secrets"]["resmtnet_api_keys"]["file"] == "set"  # from RESMTNET_API_KEYS_PATH, required
 
 
 def test_build_targets_exist_in_the_dockerfile(compose):

@@ -132,3 +132,15 @@ def test_pods_meet_the_restricted_pod_security_standard_as_the_images_user(resou
 
 def test_image_is_the_one_compose_builds_for_gpus(resources):
     assert container(resources)["image"] == load_yaml(COMPOSE)["services"]["resmtnet"]["image"]
+
+
+def test_api_keys_come_from_a_required_secret(resources):
+    pod = resources["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in container(resources).get("env", [])}
+    mounts = {m["name"]: m for m in container(resources)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = volumes["api-keys"]["secret"]
+    assert secret["secretName"] == "resmtnet-api-keys" and not secret.get("optional", False)
+    (item,) = secret["items"]
+    assert env["RESMTNET_API_KEYS_FILE"] == f"{mounts['api-keys']['mountPath']}/{item['path']}"
+    assert mounts["api-keys"]["readOnly"] is True

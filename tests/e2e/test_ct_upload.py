@@ -83,7 +83,7 @@ def test_ct_upload_over_http_and_nothing_identifying_in_the_process_output(tiny_
     assert files.status_code == 200, files.text
     assert zipped.status_code == 200, zipped.text
     assert files.json()["nodules"][0]["center"] == pytest.approx(zipped.json()["nodules"][0]["center"])
-    assert too_big.status_code == 413 and "uncompressed" in too_big.json()["detail"]
+    assert too_big.status_code == 413 and "compressed size" in too_big.json()["detail"]
     assert outside.status_code == 422 and "centers[0]" in outside.json()["detail"]
     written = log.read_text(errors="replace")
     assert written.strip(), "the server wrote nothing at debug level"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.batching import Batcher, Pending, collect_batch, padded_size, power_of_two_sizes
-from service.errors import DeadlineExceeded, NotReady, Overloaded
+from service.batching import Batcher, Pending, collect_batch, padded_size, power_of_two_sizes, submit_all
+from service.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
 
 
@@ -190,3 +190,37 @@ async def test_stopping_answers_what_is_still_queued():
     assert float((await running).outputs[0][0]) == 0.0
     with pytest.raises(NotReady):
         await queued
+
+
+async def test_submit_all_refuses_a_request_that_would_take_over_half_the_queue():
+    batcher = Batcher(FakeModel(), max_batch_size=4, max_delay_s=0, max_queue=8)
+    batcher.start()
+    try:
+        answers = await submit_all(batcher, [patch(i) for i in range(4)], far())
+        assert [float(a.outputs[0][0]) for a in answers] == [0, 2, 4, 6]  # in order
+        with pytest.raises(PayloadTooLarge, match="at most 4"):
+            await submit_all(batcher, [patch(i) for i in range(5)], far())
+    finally:
+        await batcher.stop()
+
+
+async def test_submit_all_withdraws_the_rest_when_one_patch_is_refused():
+    model = FakeModel()
+    model.release.clear()  # stuck: the queue fills
+    metrics = Metrics(CollectorRegistry())
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=6, metrics=metrics)
+    batcher.start()
+    try:
+        blocker = asyncio.create_task(batcher.submit(patch(-1), far()))
+        await asyncio.sleep(0.02)  # running (stuck)
+        others = [asyncio.create_task(batcher.submit(patch(-2), far())) for _ in range(4)]
+        await asyncio.sleep(0.02)  # four queued: room for two more
+        with pytest.raises(Overloaded):
+            await submit_all(batcher, [patch(i) for i in range(3)], far())  # the third finds the queue full
+        model.release.set()
+        await asyncio.gather(blocker, *others)
+        await asyncio.sleep(0.05)
+        assert sorted(model.seen) == [-2, -2, -2, -2, -1]  # the two accepted siblings never ran
+    finally:
+        model.release.set()
+        await batcher.stop()

@@ -30,7 +30,7 @@ def test_a_chunked_body_is_counted_as_it_arrives(tiny_store, hu_patch):
 
 
 def test_a_trickling_upload_gets_408_and_frees_the_connection(tiny_store):
-    with server(tiny_store, body_timeout_s="1") as url:
+    with server(tiny_store, body_timeout_s="1", body_min_bytes_per_s="100") as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as conn:
             conn.sendall(
@@ -53,4 +53,62 @@ def test_a_trickling_upload_gets_408_and_frees_the_connection(tiny_store):
                     conn.setblocking(True)
                 assert time.monotonic() - started < 8, "no answer to a trickling upload"
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        assert b"did not arrive within 1 s" in answer
+        assert b"did not arrive in time" in answer
+
+
+async def test_a_client_that_leaves_mid_upload_is_not_a_server_error(tiny_store, caplog):
+    """An ASGI call whose body stops half-way with http.disconnect: counted as client_gone, status 499, no ERROR."""
+    import logging
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with make_client(tiny_store) as client:
+        app = client.app
+        boundary = "b"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="patch"; filename="p.npy"\r\n\r\n'.encode()
+        messages = [
+            {"type": "http.request", "body": head + b"\x93NUMPY" + b"\0" * 1000, "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[dict] = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+            "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                        (b"content-length", b"5000")],
+            "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 80), "app": app,
+        }  # fmt: skip
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)
+        text = client.get("/metrics").text
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    gone = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "resmtnet_rejections"
+        for s in f.samples
+        if s.labels.get("reason") == "client_gone" and s.name.endswith("_total")
+    ]
+    assert gone == [1.0]
+
+
+def test_a_silent_connection_declaring_a_huge_body_holds_no_budget(tiny_store, hu_patch):
+    import httpx
+
+    with server(tiny_store, max_inflight_bytes="400000") as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as idle:
+            idle.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+            idle.sendall(b"Content-Length: 390000\r\n\r\n")  # and then nothing
+            time.sleep(0.3)
+            files = {"patch": ("p.npy", npy(hu_patch), "application/octet-stream")}
+            r = httpx.post(f"{url}/predict", files=files, data={"spacing": "1,1,1"}, timeout=10)
+            assert r.status_code == 200, r.text

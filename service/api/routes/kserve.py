@@ -156,13 +156,11 @@ async def _run_rows(batcher: Batcher, patches: np.ndarray, deadline: float) -> l
 
 
 async def _infer(request: Request, state: ServiceState, name: str, version: str | None) -> Response:
-    started = time.perf_counter()
     manifest = _served(state, name, version, ready=True)
     batcher = state.batcher
     if batcher is None:  # _served(ready=True) checked it; this tells mypy
         raise NotReady("the batcher is not running", headers=RETRY)
     settings = state.settings
-    deadline = started + settings.request_timeout_s
     limit = _body_limit(settings, manifest)
     declared = request.headers.get("content-length", "")
     if is_count(declared) and int(declared) > limit:
@@ -170,6 +168,8 @@ async def _infer(request: Request, state: ServiceState, name: str, version: str 
     body = await request.body()
     if len(body) > limit:
         raise PayloadTooLarge(f"the inference request is {len(body)} bytes; the limit is {limit} bytes")
+    arrived = time.perf_counter()  # the deadline counts from here: a slow upload link is not the service's time
+    deadline = arrived + settings.request_timeout_s
     encoding, header_length = request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH)
     args = (body, encoding, header_length, manifest, settings.max_batch_size, limit)
     t_pre = time.perf_counter()
@@ -179,7 +179,7 @@ async def _infer(request: Request, state: ServiceState, name: str, version: str 
         parsed = await asyncio.get_running_loop().run_in_executor(state.preprocess_pool, _prepare, *args)
     state.metrics.preprocess_seconds.observe(time.perf_counter() - t_pre)
     if parsed.timeout_s is not None:
-        deadline = min(deadline, started + parsed.timeout_s)
+        deadline = min(deadline, arrived + parsed.timeout_s)
     if time.perf_counter() >= deadline:
         state.metrics.rejections.labels(reason="deadline").inc()
         raise DeadlineExceeded("the request's deadline passed before it reached the model")

@@ -18,11 +18,12 @@ from service.api.clinical import DICOM, add_clinical, plan, run_nodules, sr_pref
 from service.api.multipart import Part
 from service.api.schemas import NOTICE
 from service.clinical.brock import PatientFactors
+from service.dicom.centers import parse_centers
 from service.dicom.elements import ElementScan
 from service.dicom.pipeline import SeriesSource, prepare
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits
-from service.errors import Overloaded, UnusableInput
+from service.errors import Overloaded, PayloadTooLarge, UnusableInput
 from service.runtime.manifest import Manifest
 from service.state import ServiceState
 
@@ -110,6 +111,15 @@ async def predict_series(
     assert state.batcher is not None and state.model is not None
     manifest = state.model.manifest
     sr, _ = sr_preferred(request.headers.get("accept"))
+    # Everything that can be refused without the series is refused before it is prepared.
+    n_centers = len(parse_centers(item.centers, state.settings.dicom_max_nodules))
+    asks = plan(request, state.settings, item.clinical, nodules=n_centers, series=True)
+    runs_needed, most = n_centers * max(asks.views, 1), max(state.batcher.max_queue // 2, 1)
+    if runs_needed > most:
+        raise PayloadTooLarge(
+            f"{n_centers} nodule centres with {max(asks.views, 1)} view(s) each need {runs_needed} model runs; "
+            f"at most {most} are taken from one request"
+        )
     gate = _gate(request, state)
     try:
         async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):  # cancels acquire() cleanly
@@ -137,7 +147,6 @@ async def predict_series(
         gate.release()
     state.metrics.preprocess_seconds.observe(preprocess_s)
     request.state.nodules = len(prepared.nodules)
-    asks = plan(request, state.settings, item.clinical, nodules=len(prepared.nodules), series=True)
     runs = await run_nodules(state.batcher, [n.cube for n in prepared.nodules], deadline, asks.views)
     predictions = [p for p, _ in runs]
     patients: list[PatientFactors | None] = list(asks.patients) if asks.patients else [None] * len(runs)

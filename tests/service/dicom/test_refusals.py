@@ -124,13 +124,30 @@ def test_limits_on_files_and_bytes(series_paths, phantom):
     refused(PayloadTooLarge, "more than 10 entries", [zip_bytes(series_paths)], world_centers(phantom), limits=small)
 
 
-def test_a_zip_bomb_stops_at_the_byte_limit_while_inflating(phantom):
+def test_a_zip_bomb_stops_at_its_compression_ratio_while_inflating(phantom):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("a.dcm", b"\0" * (200 << 20))  # 200 MiB of zeros: about 200 KiB compressed
     data = buf.getvalue()
     assert len(data) < 1 << 20
-    refused(PayloadTooLarge, "uncompressed", [data], world_centers(phantom))
+    refused(PayloadTooLarge, "times its compressed size", [data], world_centers(phantom))
+
+
+def test_a_zip_stops_at_the_byte_limit_while_inflating(phantom):
+    noise = np.random.default_rng(0).integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()  # does not deflate
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.dcm", noise)
+    small = SeriesLimits(max_files=512, max_bytes=4 << 20, max_zip_entries=600, max_nodules=8)
+    refused(PayloadTooLarge, "uncompressed", [buf.getvalue()], world_centers(phantom), limits=small)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_zip_methods_that_inflate_whole_blocks_are_refused_before_reading(phantom, method):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as archive:
+        archive.writestr("a.dcm", b"\0" * (64 << 20))  # a few KB that would become 64 MiB in one read
+    refused(UnusableInput, "use deflate", [buf.getvalue()], world_centers(phantom))
 
 
 def test_zip_entries_are_counted_from_the_records_not_the_declared_count(series_paths):

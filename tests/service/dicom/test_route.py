@@ -88,7 +88,7 @@ def _bomb() -> bytes:
     [
         ("garbage file", 400, "is not a DICOM file"),
         ("damaged zip", 400, ".zip is damaged"),
-        ("zip bomb", 413, "uncompressed"),
+        ("zip bomb", 413, "times its compressed size"),
         ("too many centers", 413, "at most 4"),
         ("tilted", 422, "gantry tilt"),
         ("outside", 422, "centers[1]"),
@@ -195,3 +195,23 @@ def test_a_full_gate_answers_503_instead_of_waiting_past_the_deadline(tiny_store
         r = post(c, form_files(series_paths), world_centers(phantom))
     assert_problem(r, 503, "other CT uploads are being prepared")
     assert r.headers["retry-after"]
+
+
+def _prepared_count(client: TestClient) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "resmtnet_preprocess_seconds_count":
+                return s.value
+    return 0.0
+
+
+def test_what_needs_no_series_is_refused_before_the_series_is_prepared(tiny_store, series_paths, phantom):
+    with make_client(tiny_store, max_queue=8) as c:
+        before = _prepared_count(c)
+        bad = post(c, form_files(series_paths), world_centers(phantom), clinical='{"age": "old"}')
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("clinical:")
+        many = post(c, form_files(series_paths), world_centers(phantom) * 5)  # 5 runs > half of a queue of 8
+        assert many.status_code == 413 and "at most 4" in many.json()["detail"]
+        assert _prepared_count(c) == before

@@ -1,0 +1,100 @@
+"""Hostile DICOM found in review: each is refused quickly with its 4xx, never a 500, a hang or unbounded memory."""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.sequence import Sequence
+
+from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
+from tests.service.dicom.builders import enhanced_ct, rewrite, world_centers, write
+from tests.service.dicom.conftest import run
+from tests.service.dicom.test_refusals import refused
+
+
+def _strip_frames(path: Path, frames: int) -> bytes:
+    """An Enhanced CT header that declares `frames` frames with shared geometry only and no pixel data."""
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence
+    del ds.PixelData
+    ds.NumberOfFrames = frames
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+def test_a_huge_frame_count_is_refused_before_frames_are_expanded(phantom, tmp_path):
+    data = _strip_frames(enhanced_ct(phantom, tmp_path / "mf.dcm"), 10**12)
+    started = time.monotonic()
+    refused(PayloadTooLarge, "declares 1000000000000 frames", [data], world_centers(phantom))
+    assert time.monotonic() - started < 2
+
+
+def test_damaged_functional_groups_are_malformed(phantom, tmp_path):
+    path = enhanced_ct(phantom, tmp_path / "mf.dcm")
+    data = bytearray(path.read_bytes())
+    marker = data.find(b"\x00\x52\x29\x92")  # (5200,9229) SharedFunctionalGroupsSequence, little endian
+    assert marker > 0
+    data[marker + 12 : marker + 40] = b"\xff" * 28  # the sequence's first item: garbage
+    with pytest.raises((MalformedInput, UnusableInput)):
+        run([bytes(data)], world_centers(phantom))
+
+
+def _nested(depth: int) -> bytes:
+    """A Part 10 file whose first data element is a sequence nested `depth` levels deep (undefined lengths)."""
+    meta_syntax = b"1.2.840.10008.1.2.1\0"
+    meta = struct.pack("<HH2sH", 0x0002, 0x0010, b"UI", len(meta_syntax)) + meta_syntax
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(meta))
+    item, item_end, seq_end = (
+        b"\xfe\xff\x00\xe0\xff\xff\xff\xff",
+        b"\xfe\xff\x0d\xe0\0\0\0\0",
+        b"\xfe\xff\xdd\xe0\0\0\0\0",
+    )
+    seq = struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+    body = (seq + item) * depth + (item_end + seq_end) * depth
+    return b"\0" * 128 + b"DICM" + group_length + meta + body
+
+
+def test_sequences_nested_thousands_deep_are_malformed(phantom):
+    refused(MalformedInput, "series file 1", [_nested(3000)], world_centers(phantom))
+
+
+def test_an_absurd_slice_position_is_refused(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+
+    def far(ds, k: int) -> None:
+        if k == 0:
+            ds.ImagePositionPatient = [0, 0, -1e308]
+
+    refused(UnusableInput, "ImagePositionPatient", rewrite(paths, far), world_centers(phantom))
+
+
+def test_images_larger_than_any_ct_matrix_are_refused(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+
+    def huge(ds, _: int) -> None:
+        ds.Rows = ds.Columns = 65535
+
+    refused(UnusableInput, "at most 4096x4096", rewrite(paths, huge), world_centers(phantom))
+
+
+def test_coinciding_slice_positions_are_refused(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+
+    def same(ds, k: int) -> None:
+        ds.ImagePositionPatient = [0, 0, 0 if k % 5 else 1000.0 + k]
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+
+    with pytest.raises((UnusableInput, MalformedInput)):
+        run(rewrite(paths, same), world_centers(phantom))
+
+
+def test_a_frame_sequence_item_count_is_checked(phantom, tmp_path):
+    path = enhanced_ct(phantom, tmp_path / "mf.dcm")
+    ds = pydicom.dcmread(path)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(list(ds.PerFrameFunctionalGroupsSequence)[:3])
+    ds.save_as(path, enforce_file_format=True)
+    refused(UnusableInput, "per-frame functional group items", [path.read_bytes()], world_centers(phantom))
