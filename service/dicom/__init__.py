@@ -13,3 +13,10 @@ from pydicom import config as _pydicom_config
 
 # Values are never validated while reading: validation warnings quote tag values (names, dates) and slow the scan.
 _pydicom_config.settings.reading_validation_mode = _pydicom_config.IGNORE
+
+import warnings as _warnings  # noqa: E402
+
+# pydicom's other warnings (an unknown character set, a damaged element) may quote what a file holds, and Python
+# prints warnings to stderr, the container's log: never shown. What matters about a file reaches the client as a
+# counted, value-free warning or error instead.
+_warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")

@@ -98,3 +98,29 @@ def test_a_frame_sequence_item_count_is_checked(phantom, tmp_path):
     ds.PerFrameFunctionalGroupsSequence = Sequence(list(ds.PerFrameFunctionalGroupsSequence)[:3])
     ds.save_as(path, enforce_file_format=True)
     refused(UnusableInput, "per-frame functional group items", [path.read_bytes()], world_centers(phantom))
+
+
+def test_pydicom_warnings_that_quote_file_content_are_never_shown(phantom, tmp_path):
+    """In a fresh interpreter, as the server runs (pytest would capture warnings itself)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    paths = write(phantom, tmp_path)
+
+    def odd_charset(ds, _: int) -> None:
+        ds.SpecificCharacterSet = "SECRET^PATIENT^NAME"
+
+    rewrite(paths, odd_charset)
+    script = (
+        "import sys, pathlib\n"
+        "from service.dicom.headers import read_headers\n"
+        "files = [p.read_bytes() for p in sorted(pathlib.Path(sys.argv[1]).iterdir())]\n"
+        "import pydicom\n"
+        "[pydicom.dcmread(pathlib.Path(sys.argv[1]) / n).PatientName for n in sorted(__import__('os').listdir(sys.argv[1]))[:2]]\n"
+        "read_headers(files)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "SECRET" not in out.stderr and "SECRET" not in out.stdout
