@@ -17,7 +17,7 @@ from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 DICM_OFFSET = 128
 MAX_COMPRESSION_RATIO = 200  # CT slices deflate 2 to 5 times; only a bomb needs more
-_CHUNK = 1 << 20
+_INFLATE_CHUNK = 64 << 10
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _CENTRAL = b"PK\x01\x02"
@@ -104,14 +104,15 @@ def unzip(data: bytes | memoryview, limits: SeriesLimits) -> Upload:
 def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, total: int, max_bytes: int) -> tuple[bytes, int]:
     """One entry's content, read in chunks so that the byte limit holds whatever its header claims."""
     chunks, inflated = [], 0
-    compressed = max(info.compress_size, 1)  # zipfile reads no more compressed bytes than this
     with archive.open(info) as stream:
-        while chunk := stream.read(_CHUNK):
+        while chunk := stream.read(_INFLATE_CHUNK):
             total += len(chunk)
             inflated += len(chunk)
             if total > max_bytes:
                 raise PayloadTooLarge(f"the .zip's content exceeds {max_bytes} bytes uncompressed")
-            if inflated > MAX_COMPRESSION_RATIO * compressed + _CHUNK:
+            # compressed bytes zipfile has read so far: small reads make it fetch compressed input in small steps
+            consumed = info.compress_size - getattr(stream, "_compress_left", 0)
+            if inflated > MAX_COMPRESSION_RATIO * max(consumed, 1) + _INFLATE_CHUNK:
                 raise PayloadTooLarge(
                     f"a .zip entry inflates more than {MAX_COMPRESSION_RATIO} times its compressed size (a zip bomb?)"
                 )

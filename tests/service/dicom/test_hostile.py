@@ -125,3 +125,43 @@ def test_pydicom_warnings_that_quote_file_content_are_never_shown(phantom, tmp_p
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "SECRET" not in out.stderr and "SECRET" not in out.stdout
+
+
+def _peak_mib(action) -> float:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        action()
+    except (PayloadTooLarge, UnusableInput, MalformedInput):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / (1 << 20)
+
+
+def test_a_ten_thousand_entry_zip_is_refused_from_its_records_in_bounded_memory(phantom):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for n in range(10_000):
+            archive.writestr(f"{n}.dcm", b"")
+    data = buf.getvalue()
+    started = time.monotonic()
+    refused(PayloadTooLarge, "entries", [data], world_centers(phantom))
+    assert time.monotonic() - started < 2
+    assert _peak_mib(lambda: run([data], world_centers(phantom))) < 16
+
+
+def test_a_zip_bomb_is_refused_in_bounded_memory(phantom):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.dcm", b"\0" * (1 << 30))  # 1 GiB of zeros in about 1 MB
+    data = buf.getvalue()
+    assert len(data) < 2 << 20
+    assert _peak_mib(lambda: run([data], world_centers(phantom))) < 16  # the limit is hit after a few MiB inflated
