@@ -216,11 +216,13 @@ class Batcher:
         return self._queue.qsize()
 
 
-async def submit_all(batcher: Batcher, cubes: list[np.ndarray], deadline: float) -> list[Prediction]:
-    """Several patches of one request to the batcher at once (they may share a batch), answers in order. One
-    request may take at most half the queue, so that it cannot shut out every other; if one patch is refused
-    (queue full, deadline), the others are withdrawn and the request fails as a whole."""
-    if len(cubes) > max(batcher.max_queue // 2, 1):
+async def submit_all(
+    batcher: Batcher, cubes: list[np.ndarray], deadline: float, share_limit: bool = True
+) -> list[Prediction]:
+    """Several patches of one request to the batcher at once (they may share a batch), answers in order. With
+    share_limit, one request may take at most half the queue, so that it cannot shut out every other; if one patch
+    is refused (queue full, deadline), the others are withdrawn and the request fails as a whole."""
+    if share_limit and len(cubes) > max(batcher.max_queue // 2, 1):
         raise PayloadTooLarge(
             f"the request needs {len(cubes)} model runs; at most {max(batcher.max_queue // 2, 1)} are taken from "
             "one request (fewer nodules, or no uncertainty views)"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.deploy.conftest import DEPLOY
-from tests.e2e.test_server import free_port, server
+from tests.e2e.servers import free_port, server
 
 SCRIPT = DEPLOY / "docker" / "healthcheck.py"
 pytestmark = pytest.mark.slow

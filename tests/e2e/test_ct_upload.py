@@ -5,59 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
-import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
 
-from tests.conftest import REPO
-from tests.e2e.test_server import free_port
+from tests.e2e.servers import server_with_log
 from tests.service.dicom.builders import form_files, small_chest, world_centers, write, zip_bytes
 
 pytestmark = pytest.mark.slow
 
 SECRETS = {"patient_name": "ROE^RICHARD^ZZ9", "patient_id": "ZZ9-PID-4411", "institution": "ZZ9 MERCY HOSPITAL"}
-
-
-@contextmanager
-def server(store: Path, log: Path, **settings: str) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RESMTNET_HOST": "127.0.0.1",
-        "RESMTNET_PORT": str(port),
-        "RESMTNET_MODEL_STORE": str(store),
-        "RESMTNET_PROVIDER": "cpu",
-        "RESMTNET_LOG_LEVEL": "debug",
-        **{f"RESMTNET_{k.upper()}": v for k, v in settings.items()},
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=out)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            else:
-                raise AssertionError("the server did not become ready within 60 s")
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def test_ct_upload_over_http_and_nothing_identifying_in_the_process_output(tiny_store, tmp_path):
@@ -70,7 +29,7 @@ def test_ct_upload_over_http_and_nothing_identifying_in_the_process_output(tiny_
         archive.writestr("x.dcm", b"\0" * (8 << 20))
     log = tmp_path / "server.log"
     centers = {"centers": json.dumps(world_centers(phantom))}
-    with server(tiny_store, log, dicom_max_bytes=str(4 << 20)) as url:
+    with server_with_log(tiny_store, log, log_level="debug", dicom_max_bytes=str(4 << 20)) as url:
         files = httpx.post(f"{url}/predict", files=form_files(paths), data=centers, timeout=60)
         zipped = httpx.post(
             f"{url}/v1/predict", files=[("series", ("s.zip", zip_bytes(paths), "application/zip"))], data=centers

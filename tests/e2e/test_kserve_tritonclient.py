@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 from service.imaging.preprocess import preprocess, volume_center_vox
 from service.runtime.manifest import Manifest
 from tests.conftest import TEST_VERSION
-from tests.e2e.test_server import npy, server
+from tests.e2e.servers import npy, server
 
 pytestmark = pytest.mark.slow
 

@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,54 +10,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DEFAULT_STORE, REPO
+from tests.conftest import DEFAULT_STORE
+from tests.e2e.servers import npy, server
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(store: Path, **settings: str) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RESMTNET_HOST": "127.0.0.1",
-        "RESMTNET_PORT": str(port),
-        "RESMTNET_MODEL_STORE": str(store),
-        "RESMTNET_PROVIDER": "cpu",
-    }
-    env.update({f"RESMTNET_{k.upper()}": v for k, v in settings.items()})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the server did not become ready within 60 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def served_store(tiny_store: Path) -> Path:

@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from tests.e2e.test_server import free_port, npy
+from tests.e2e.servers import npy, running_server
 
 pytestmark = pytest.mark.slow
 
 
 def test_sigterm_answers_every_accepted_request_then_exits(tiny_store):
-    port = free_port()
-    env = {
-        **os.environ,
-        "RESMTNET_HOST": "127.0.0.1",
-        "RESMTNET_PORT": str(port),
-        "RESMTNET_MODEL_STORE": str(tiny_store),
-        "RESMTNET_PROVIDER": "cpu",
-        "RESMTNET_MAX_DELAY_MS": "600",  # every batch waits: requests are surely in flight at SIGTERM
-        "RESMTNET_MAX_BATCH_SIZE": "16",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    # every batch waits 600 ms for company: requests are surely in flight when SIGTERM comes
+    with running_server(tiny_store, max_delay_ms="600", max_batch_size="16") as running:
+        proc, url = running.proc, running.url
         patch = npy(np.random.default_rng(0).normal(-600, 300, (32, 32, 32)).astype(np.float32))
 
         async def scenario() -> tuple[list[int], type[Exception] | None]:
@@ -65,7 +43,3 @@ def test_sigterm_answers_every_accepted_request_then_exits(tiny_store):
         assert statuses == [200] * 6
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
         assert refused is not None  # no new connection once shutting down
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from tests.e2e.test_server import server
+from tests.e2e.servers import server
 
 pytestmark = pytest.mark.slow
 CHECKS = [schemathesis.checks.not_a_server_error, response_schema_conformance, content_type_conformance]

@@ -3,7 +3,7 @@
 import socket
 import time
 
-from tests.e2e.test_server import server
+from tests.e2e.servers import server
 from tests.service.api.conftest import make_client, npy
 
 

@@ -28,7 +28,7 @@ from service.api.v2_tensors import (
     parse_infer_request,
     short,
 )
-from service.batching import Batcher, Prediction
+from service.batching import submit_all
 from service.config import Settings
 from service.errors import DeadlineExceeded, MalformedInput, NotReady, PayloadTooLarge
 from service.runtime.manifest import Manifest, TensorSpec
@@ -143,18 +143,6 @@ def _inline(body: bytes, encoding: str | None, header_length: str | None, settin
     )
 
 
-async def _run_rows(batcher: Batcher, patches: np.ndarray, deadline: float) -> list[Prediction]:
-    """Every row to the batcher at once (they may share a batch, or join others'), answers back in order. If one
-    row is refused (queue full, deadline) the others are withdrawn: the request fails as a whole."""
-    tasks = [asyncio.ensure_future(batcher.submit(row, deadline)) for row in patches]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
-
-
 async def _infer(request: Request, state: ServiceState, name: str, version: str | None) -> Response:
     manifest = _served(state, name, version, ready=True)
     batcher = state.batcher
@@ -185,7 +173,8 @@ async def _infer(request: Request, state: ServiceState, name: str, version: str 
         raise DeadlineExceeded("the request's deadline passed before it reached the model")
     patches = parsed.inputs[manifest.input.name][:, 0]  # (N, D, D, D): the batcher adds the channel axis back
     request.state.input_kind, request.state.nodules = "v2-tensor", len(patches)  # for the audit record
-    predictions = await _run_rows(batcher, patches, deadline)
+    # rows are bounded by max_batch_size per request, as in Triton; the batcher's queue decides the rest
+    predictions = await submit_all(batcher, list(patches), deadline, share_limit=False)
     heads = {spec.name: np.stack([p.outputs[k] for p in predictions]) for k, spec in enumerate(manifest.outputs)}
     header: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if parsed.id is not None:
