@@ -12,6 +12,20 @@ MODEL_VERSION ?= 1.0.0
 TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
+# $(call apt_tool,command,debian package): install the package when the command is missing, as root or with
+# passwordless sudo; an install that fails stops make. Only where neither is possible do the tests needing it skip.
+define apt_tool
+command -v $(1) >/dev/null 2>&1 || { \
+  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else sudo=no; fi; \
+  if [ "$$sudo" = no ] || ! command -v apt-get >/dev/null 2>&1; then \
+    echo "$(1) is missing and cannot be installed here (needs apt-get and root): its tests will skip"; \
+  else \
+    echo "installing $(1): apt-get install $(2)"; \
+    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends $(2) >/dev/null && command -v $(1) >/dev/null; \
+  fi; }
+endef
+
 .PHONY: run test train bench bench-dicom soak lint clean promtool dcmtk
 
 $(VENV)/bin/python:
@@ -35,31 +49,13 @@ run: $(VENV)/.serve-$(RUNTIME)
 test: $(VENV)/.dev promtool dcmtk
 	$(PY) -m pytest
 
-# promtool (Debian's prometheus package) checks deploy/prometheus in the tests. Installed when missing, as root or
-# with passwordless sudo; an install that fails stops here. Only where neither is possible do those tests skip.
+# promtool (Debian's prometheus package) checks deploy/prometheus in the tests.
 promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else sudo=no; fi; \
-	  if [ "$$sudo" = no ] || ! command -v apt-get >/dev/null 2>&1; then \
-	    echo "promtool is missing and cannot be installed here (needs apt-get and root): its tests will skip"; \
-	  else \
-	    echo "installing promtool: apt-get install prometheus"; \
-	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends prometheus >/dev/null && command -v promtool >/dev/null; \
-	  fi; }
+	@$(call apt_tool,promtool,prometheus)
 
-# dcmtk's dsrdump checks the DICOM SR answers in the tests (tests/service/dicom/test_structured_report.py); installed
-# like promtool.
+# dcmtk's dsrdump checks the DICOM SR answers in the tests (tests/service/dicom/test_structured_report.py).
 dcmtk:
-	@command -v dsrdump >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else sudo=no; fi; \
-	  if [ "$$sudo" = no ] || ! command -v apt-get >/dev/null 2>&1; then \
-	    echo "dsrdump is missing and cannot be installed here (needs apt-get and root): its tests will skip"; \
-	  else \
-	    echo "installing dsrdump: apt-get install dcmtk"; \
-	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends dcmtk >/dev/null && command -v dsrdump >/dev/null; \
-	  fi; }
+	@$(call apt_tool,dsrdump,dcmtk)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check service training tests bench

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Send
 
 PROBLEM_JSON = "application/problem+json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request its client abandoned; never sent to anyone
@@ -93,6 +96,26 @@ def problem_response(
         **extra,
     }
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def is_v2(path: str) -> bool:
+    """Under /v2 errors take the Open Inference Protocol's form, {"error": detail}."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+async def send_problem(
+    send: Send, status: int, code: str, detail: str, *, v2: bool = False, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """An error answered straight over ASGI, by middleware that refuses a request before the app sees it."""
+    problem = {"type": f"urn:resmtnet:problem:{code}", "title": _TITLES.get(status, "Error"), "status": status}
+    body = json.dumps({"error": detail} if v2 else {**problem, "detail": detail}).encode()
+    start = [
+        (b"content-type", b"application/json" if v2 else PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _validation_detail(exc: RequestValidationError) -> str:

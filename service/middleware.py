@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_JSON, BodyTimeout, Overloaded, PayloadTooLarge
+from service.errors import BodyTimeout, Overloaded, PayloadTooLarge, is_v2, send_problem
 from service.logs import audit, request_id_var
 from service.metrics import Metrics
 
@@ -26,10 +25,6 @@ def _route_label(path: str) -> str:
         return path
     v2 = _V2_MODEL_ROUTE.fullmatch(path)
     return "/v2/models/{name}" + (v2.group(1) or "") if v2 else "other"
-
-
-def _is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
 
 
 class ServiceMiddleware:
@@ -80,7 +75,14 @@ class ServiceMiddleware:
         try:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
-                await _reject_too_large(send_wrapper, request_id, declared, limit, v2=_is_v2(scope["path"]))
+                await send_problem(
+                    send_wrapper,
+                    413,
+                    "payload-too-large",
+                    f"the request body is {declared} bytes; the limit is {limit} bytes",
+                    v2=is_v2(scope["path"]),
+                    headers=[(b"connection", b"close")],
+                )
                 return
             received = 0
             body_done = False
@@ -122,8 +124,6 @@ class ServiceMiddleware:
                 return message
 
             await self.app(scope, limited_receive, send_wrapper)
-        except Overloaded as exc:  # refused before the app saw the request
-            await _refuse_overloaded(send_wrapper, exc, v2=_is_v2(scope["path"]))
         finally:
             self.inflight_bytes -= held
             elapsed = time.perf_counter() - started
@@ -160,39 +160,3 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _refuse_overloaded(send: Send, exc: Overloaded, v2: bool) -> None:
-    problem = {"type": "urn:resmtnet:problem:overloaded", "title": "Service Unavailable", "status": 503}
-    body = json.dumps({"error": exc.detail} if v2 else {**problem, "detail": exc.detail}).encode()
-    headers = [
-        (b"content-type", b"application/json" if v2 else PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *[(k.lower().encode(), v.encode()) for k, v in exc.headers.items()],
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _reject_too_large(send: Send, request_id: str, declared: int, limit: int, v2: bool = False) -> None:
-    detail = f"the request body is {declared} bytes; the limit is {limit} bytes"
-    problem = {
-        "type": "urn:resmtnet:problem:payload-too-large",
-        "title": "Content Too Large",
-        "status": 413,
-        "detail": detail,
-    }
-    body = json.dumps({"error": detail} if v2 else problem).encode()  # /v2: the Open Inference Protocol's form
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json" if v2 else PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

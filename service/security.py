@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KeyStore
-from service.errors import PROBLEM_JSON
+from service.errors import is_v2, send_problem
 from service.metrics import Metrics
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
@@ -60,7 +58,9 @@ class SecurityMiddleware:
             if not verdict.allowed:
                 status = 401 if verdict.key_id is None else 403
                 self.metrics.rejections.labels(reason="unauthorized" if status == 401 else "forbidden").inc()
-                await _refuse(send_with_headers, status, verdict.reason, v2=path == "/v2" or path.startswith("/v2/"))
+                challenge = [(b"www-authenticate", b'Bearer realm="resmtnet"')] if status == 401 else []
+                code = "unauthorized" if status == 401 else "forbidden"
+                await send_problem(send_with_headers, status, code, verdict.reason, v2=is_v2(path), headers=challenge)
                 return
         await self.app(scope, receive, send_with_headers)
 
@@ -70,19 +70,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-async def _refuse(send: Send, status: int, detail: str, v2: bool) -> None:
-    """401 or 403, as problem+json (or the Open Inference Protocol's {"error"} under /v2)."""
-    title = "Unauthorized" if status == 401 else "Forbidden"
-    code = "unauthorized" if status == 401 else "forbidden"
-    problem = {"type": f"urn:resmtnet:problem:{code}", "title": title, "status": status, "detail": detail}
-    body = json.dumps({"error": detail} if v2 else problem).encode()
-    headers = [
-        (b"content-type", b"application/json" if v2 else PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="resmtnet"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -12,12 +12,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.api.answers import answer, nodule_result
 from service.api.clinical import add_clinical, plan, run_nodules
 from service.api.deps import get_state
 from service.api.multipart import Part, parse_form
-from service.api.routes.series import SERIES_FIELDS, SeriesInput, nodule_result, predict_series, series_from_form
+from service.api.routes.series import SERIES_FIELDS, SeriesInput, predict_series, series_from_form
 from service.api.schemas import (
-    NOTICE,
     JsonPatchRequest,
     MultipartPatchRequest,
     MultipartSeriesRequest,
@@ -218,18 +218,6 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     ((prediction, views),) = await run_nodules(state.batcher, [cube], deadline, asks.views)
     nodule = nodule_result(manifest, prediction.outputs, _center(center_zyx), warnings)
     patient = asks.patients[0] if asks.patients else None
-    total_s = time.perf_counter() - started
-    body = {
-        "request_id": request.state.request_id,
-        "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
-        "nodules": [add_clinical(nodule, manifest, prediction, views, patient, asks.warnings)],
-        "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
-        "timings_ms": {
-            "preprocess": round(preprocess_s * 1000, 3),
-            "queue": round(prediction.queue_s * 1000, 3),
-            "inference": round(prediction.inference_s * 1000, 3),
-            "total": round(total_s * 1000, 3),
-        },
-        "notice": NOTICE,
-    }
+    nodules = [add_clinical(nodule, manifest, prediction, views, patient, asks.warnings)]
+    body = answer(request.state.request_id, manifest, nodules, [prediction], preprocess_s, started)
     return JSONResponse(body)

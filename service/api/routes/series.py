@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from service.api.answers import answer, nodule_result
 from service.api.clinical import DICOM, add_clinical, plan, run_nodules, sr_preferred
 from service.api.multipart import Part
-from service.api.schemas import NOTICE
 from service.clinical.brock import PatientFactors
 from service.dicom.centers import parse_centers
 from service.dicom.elements import ElementScan
@@ -150,23 +150,13 @@ async def predict_series(
     runs = await run_nodules(state.batcher, [n.cube for n in prepared.nodules], deadline, asks.views)
     predictions = [p for p, _ in runs]
     patients: list[PatientFactors | None] = list(asks.patients) if asks.patients else [None] * len(runs)
-    body = {
-        "request_id": request.state.request_id,
-        "model": {"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256},
-        "series": prepared.series,
-        "nodules": [
-            add_clinical(nodule_result(manifest, p.outputs, n.center, n.warnings), manifest, p, v, pt, asks.warnings)
-            for n, (p, v), pt in zip(prepared.nodules, runs, patients, strict=True)
-        ],
-        "units": {o.name: dict(zip(o.labels or [], o.units, strict=True)) for o in manifest.outputs if o.units},
-        "timings_ms": {
-            "preprocess": round(preprocess_s * 1000, 3),
-            "queue": round(max(p.queue_s for p in predictions) * 1000, 3),
-            "inference": round(max(p.inference_s for p in predictions) * 1000, 3),
-            "total": round((time.perf_counter() - started) * 1000, 3),
-        },
-        "notice": NOTICE,
-    }
+    nodules = [
+        add_clinical(nodule_result(manifest, p.outputs, n.center, n.warnings), manifest, p, v, pt, asks.warnings)
+        for n, (p, v), pt in zip(prepared.nodules, runs, patients, strict=True)
+    ]
+    body = answer(
+        request.state.request_id, manifest, nodules, predictions, preprocess_s, started, series=prepared.series
+    )
     if sr and prepared.source is not None:
         return await _structured_report(prepared.source, body["nodules"], manifest)
     return JSONResponse(body)
@@ -179,12 +169,3 @@ async def _structured_report(source: SeriesSource, nodules: list[dict[str, Any]]
     data = await asyncio.get_running_loop().run_in_executor(None, build_report, source, nodules, manifest)
     headers = {"Content-Disposition": 'attachment; filename="res_mtnet_sr.dcm"'}
     return Response(data, media_type=DICOM, headers=headers)
-
-
-def nodule_result(manifest: Manifest, outputs: list, center: dict[str, float], warnings: list[str]) -> dict[str, Any]:
-    """One nodule's entry: the centre used, every head labelled from the manifest, warnings."""
-    nodule: dict[str, Any] = {"center": center}
-    for spec, row in zip(manifest.outputs, outputs, strict=True):
-        nodule[spec.name] = dict(zip(spec.labels or [], (round(float(v), 6) for v in row), strict=True))
-    nodule["warnings"] = warnings
-    return nodule
