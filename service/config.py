@@ -38,7 +38,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="onnxruntime sessions running batches side by side; 0 = one per 4 cores on CPU, one on CUDA",
+        description="onnxruntime sessions running batches side by side; 0 = one per 4 cores on CPU (the cores this "
+        "process may use: affinity, capped by a container's CPU limit), one on CUDA",
     )
     intra_op_threads: int = Field(
         0,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.batching import Batcher, power_of_two_sizes
 from service.config import Settings
 from service.metrics import Metrics
+from service.runtime.cpus import available_cpus
 from service.runtime.session import CUDA, ModelSession, SessionError, expected_provider, open_session, warm_up
 from service.runtime.store import ModelStoreError, resolve
 
@@ -20,8 +20,9 @@ log = logging.getLogger("resmtnet")
 def worker_plan(settings: Settings, provider: str) -> tuple[int, int]:
     """(sessions, intra-op threads each). On CPU, by default one session per 4 cores, sharing the cores out: on 2 cores
     one 2-thread session (lowest latency: +3 ms over in-process at 1 client; 2 one-thread sessions give 18% more
-    throughput at 16 clients but +8 ms at 1 client, bench/README). On CUDA, one session."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    throughput at 16 clients but +8 ms at 1 client, bench/README). On CUDA, one session. Cores are those this
+    process may use: its affinity mask capped by any cgroup CPU quota (a container's CPU limit)."""
+    cores = available_cpus()
     if provider == CUDA:
         return settings.workers or 1, settings.intra_op_threads
     workers = settings.workers or max(cores // 4, 1)
@@ -88,7 +89,16 @@ class ServiceState:
         self.ready = True
         self.reason = model.provider_note or "ready"
         self.metrics.ready.set(1)
-        log.info("serving %s %s on %s with %d session(s)", m.name, m.version, model.provider, len(models))
+        _, threads = worker_plan(s, model.provider)
+        log.info(
+            "serving %s %s on %s with %d session(s) of %s intra-op thread(s); %d CPU(s) available",
+            m.name,
+            m.version,
+            model.provider,
+            len(models),
+            threads or "onnxruntime's default",
+            available_cpus(),
+        )
 
     async def stop(self) -> None:
         self.ready = False

@@ -70,9 +70,10 @@ def test_session_reports_the_active_provider(tiny_store):
 
 def test_worker_plan_shares_the_cores_among_sessions_on_cpu():
     from service.config import Settings
+    from service.runtime.cpus import available_cpus
     from service.state import worker_plan
 
-    cores = len(__import__("os").sched_getaffinity(0))
+    cores = available_cpus()
     assert worker_plan(Settings(), "CPUExecutionProvider") == (max(cores // 4, 1), cores // max(cores // 4, 1))
     assert worker_plan(Settings(workers=cores), "CPUExecutionProvider") == (cores, 1)
     assert worker_plan(Settings(workers=1), "CPUExecutionProvider") == (1, cores)
