@@ -1,7 +1,8 @@
 """The dynamic batcher: one per model. Requests queue (bounded); a loop collects up to max_batch_size of them,
 waiting at most max_delay after the first, drops those whose deadline passed or whose client left, and runs the
 rest as one onnxruntime call in a worker thread: one run at a time per session (several sessions may run side by
-side), and the event loop never touches array work.
+side; a solo session with every core takes a lone request while the others are idle), and the event loop never
+touches array work.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class Pending:
     deadline: float  # perf_counter seconds
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Worker:
+    """One session's run function and the one thread that always calls it."""
+
+    def __init__(self, run: RunBatch) -> None:
+        self.run = run
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,11 @@ def power_of_two_sizes(max_batch_size: int) -> list[int]:
 
 class Batcher:
     """Queue, collect, run. With several runs (one onnxruntime session each), batches run side by side, each
-    session one batch at a time; a batch is collected only once a session is free, so batches grow under load."""
+    session one batch at a time; a batch is collected only once a session is free, so batches grow under load.
+
+    An optional solo run (a session with every core's thread) takes a batch of at most solo_max_batch patches when
+    every other session is idle, and holds them all while it runs: a lone request gets the latency of all cores,
+    while under load single-threaded sessions side by side give the throughput."""
 
     def __init__(
         self,
@@ -91,8 +104,12 @@ class Batcher:
         pad_sizes: list[int] | None = None,
         metrics: Metrics | None = None,
         retry_after_s: int = 1,
+        solo: RunBatch | None = None,
+        solo_max_batch: int = 1,
     ) -> None:
-        self._runs = run if isinstance(run, list) else [run]
+        self._workers = [Worker(each) for each in (run if isinstance(run, list) else [run])]
+        self._solo = Worker(solo) if solo else None
+        self.solo_max_batch = solo_max_batch
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.pad_sizes = pad_sizes
@@ -100,14 +117,13 @@ class Batcher:
         self.retry_after_s = retry_after_s
         self.max_queue = max_queue
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=len(self._runs), thread_name_prefix="onnxruntime")
-        self._idle: asyncio.Queue[RunBatch] = asyncio.Queue()
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        for run in self._runs:
-            self._idle.put_nowait(run)
+        for worker in self._workers:
+            self._idle.put_nowait(worker)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def stop(self) -> None:
@@ -123,7 +139,8 @@ class Batcher:
                 pending.future.set_exception(
                     NotReady("the service is shutting down; retry", headers={"Retry-After": "1"})
                 )
-        self._executor.shutdown(wait=True)
+        for worker in [*self._workers, *([self._solo] if self._solo else [])]:
+            worker.thread.shutdown(wait=True)
 
     def _reject(self, reason: str) -> None:
         if self.metrics:
@@ -152,25 +169,34 @@ class Batcher:
 
     async def _loop(self) -> None:
         while True:
-            run = await self._idle.get()
+            worker = await self._idle.get()
             batch = await collect_batch(self._queue, self.max_batch_size, self.max_delay_s)
             if self.metrics:
                 self.metrics.queue_depth.set(self._queue.qsize())
             live = self._live(batch)
             if not live:
-                self._idle.put_nowait(run)
+                self._idle.put_nowait(worker)
                 continue
-            task = asyncio.get_running_loop().create_task(self._execute(run, live))
+            held = [worker]
+            if self._solo is not None and len(live) <= self.solo_max_batch and self._all_idle_but_one():
+                held += [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+                worker = self._solo
+            task = asyncio.get_running_loop().create_task(self._execute(worker, live, held))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _execute(self, run: RunBatch, live: list[Pending]) -> None:
-        """One onnxruntime call for the batch in a worker thread; every request gets its row or the error."""
+    def _all_idle_but_one(self) -> bool:
+        """Every session is free except the one the loop holds."""
+        return self._idle.qsize() == len(self._workers) - 1
+
+    async def _execute(self, worker: Worker, live: list[Pending], held: list[Worker]) -> None:
+        """One onnxruntime call for the batch in a worker thread; every request gets its row or the error. The
+        sessions held (the one running, or all of them while the solo session runs) are freed at the end."""
         try:
             started = time.perf_counter()
             inputs = self._stack(live)
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, inputs)
+                outputs = await asyncio.get_running_loop().run_in_executor(worker.thread, worker.run, inputs)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for p in live:
                     if not p.future.done():
@@ -187,7 +213,8 @@ class Batcher:
                     if self.metrics:
                         self.metrics.queue_seconds.observe(queued)
         finally:
-            self._idle.put_nowait(run)
+            for each in held:
+                self._idle.put_nowait(each)
 
     def _live(self, batch: list[Pending]) -> list[Pending]:
         """Drop requests whose client is gone (future cancelled) or whose deadline has passed."""

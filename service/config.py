@@ -38,13 +38,19 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="onnxruntime sessions running batches side by side; 0 = one per 4 cores on CPU (the cores this "
-        "process may use: affinity, capped by a container's CPU limit), one on CUDA",
+        description="onnxruntime sessions running batches side by side; 0 = one per 4 cores on CPU but at least two "
+        "(the cores this process may use: affinity, capped by a container's CPU limit), one on CUDA",
     )
     intra_op_threads: int = Field(
         0,
         ge=0,
         description="onnxruntime intra-op threads per session; 0 = cores / sessions on CPU, onnxruntime's own on CUDA",
+    )
+    solo_session: bool = Field(
+        True,
+        description="on CPU with several sessions, one more session with every core runs a lone request when all "
+        "the others are idle: the latency of all cores at light load, the throughput of sessions side by side "
+        "under load",
     )
     intra_op_spinning: bool = Field(
         False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"

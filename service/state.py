@@ -7,7 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from service.batching import Batcher, power_of_two_sizes
+from service.batching import Batcher, padded_size, power_of_two_sizes
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime.cpus import available_cpus
@@ -15,18 +15,32 @@ from service.runtime.session import CUDA, ModelSession, SessionError, expected_p
 from service.runtime.store import ModelStoreError, resolve
 
 log = logging.getLogger("resmtnet")
+SOLO_MAX_BATCH = 1  # the solo session takes batches of one: a lone request
 
 
-def worker_plan(settings: Settings, provider: str) -> tuple[int, int]:
-    """(sessions, intra-op threads each). On CPU, by default one session per 4 cores, sharing the cores out: on 2 cores
-    one 2-thread session (lowest latency: +3 ms over in-process at 1 client; 2 one-thread sessions give 18% more
-    throughput at 16 clients but +8 ms at 1 client, bench/README). On CUDA, one session. Cores are those this
+@dataclass(frozen=True)
+class WorkerPlan:
+    """The onnxruntime sessions to open: `sessions` side by side with `threads` intra-op threads each (0: onnxruntime's
+    own choice), and a solo session with `solo_threads` for lone requests (0: none)."""
+
+    sessions: int
+    threads: int
+    solo_threads: int = 0
+
+
+def worker_plan(settings: Settings, provider: str) -> WorkerPlan:
+    """On CPU, by default one session per 4 cores but at least two, the cores shared out among them, plus a solo
+    session with every core for a request that comes alone. On 2 cores: two 1-thread sessions (18% more throughput
+    at 16 clients than one 2-thread session) and a 2-thread solo session (a lone request as fast as on one 2-thread
+    session, where a 1-thread session would add about 5 ms; bench/README). On CUDA, one session. Cores are those this
     process may use: its affinity mask capped by any cgroup CPU quota (a container's CPU limit)."""
-    cores = available_cpus()
     if provider == CUDA:
-        return settings.workers or 1, settings.intra_op_threads
-    workers = settings.workers or max(cores // 4, 1)
-    return workers, settings.intra_op_threads or max(cores // workers, 1)
+        return WorkerPlan(settings.workers or 1, settings.intra_op_threads)
+    cores = available_cpus()
+    sessions = settings.workers or (max(cores // 4, 2) if cores >= 2 else 1)
+    threads = settings.intra_op_threads or max(cores // sessions, 1)
+    solo = cores if settings.solo_session and sessions > 1 and cores > threads else 0
+    return WorkerPlan(sessions, threads, solo)
 
 
 @dataclass
@@ -42,25 +56,29 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.preprocess_pool = ThreadPoolExecutor(self.settings.preprocess_threads, thread_name_prefix="preprocess")
 
-    def _load(self) -> tuple[list[ModelSession], list[int] | None]:
-        """Verified sessions (one per worker), each warmed at every batch size the batcher can form."""
+    def _load(self) -> tuple[list[ModelSession], ModelSession | None, list[int] | None]:
+        """Verified sessions (one per worker, and the solo one if planned), each warmed at every batch size the
+        batcher can give it."""
         s = self.settings
         entry = resolve(s.model_store, s.model_name, s.model_version)
-        workers, threads = worker_plan(s, expected_provider(s.provider))
-        models = [open_session(entry, s.provider, threads, s.intra_op_spinning) for _ in range(workers)]
+        plan = worker_plan(s, expected_provider(s.provider))
+        models = [open_session(entry, s.provider, plan.threads, s.intra_op_spinning) for _ in range(plan.sessions)]
+        solo = open_session(entry, s.provider, plan.solo_threads, s.intra_op_spinning) if plan.solo_threads else None
         first = models[0]
         pad = s.pad_batches == "yes" or (s.pad_batches == "auto" and first.provider == CUDA)
         pad_sizes = power_of_two_sizes(s.max_batch_size) if pad else None
         if first.provider == CUDA or s.provider != "cuda":
             for model in models:
                 warm_up(model, pad_sizes or list(range(1, s.max_batch_size + 1)))
-        return models, pad_sizes
+            if solo is not None:
+                warm_up(solo, [padded_size(n, pad_sizes) for n in range(1, SOLO_MAX_BATCH + 1)])
+        return models, solo, pad_sizes
 
     async def start(self) -> None:
         """Load, verify and warm the model off the event loop; then start the batcher if all is well."""
         s = self.settings
         try:
-            models, pad_sizes = await asyncio.get_running_loop().run_in_executor(self.preprocess_pool, self._load)
+            models, solo, pad_sizes = await asyncio.get_running_loop().run_in_executor(self.preprocess_pool, self._load)
         except (ModelStoreError, SessionError) as exc:
             self.reason = f"model not loaded: {exc}"
             log.error(self.reason)
@@ -84,19 +102,22 @@ class ServiceState:
             pad_sizes=pad_sizes,
             metrics=self.metrics,
             retry_after_s=s.retry_after_s,
+            solo=solo.run if solo else None,
+            solo_max_batch=SOLO_MAX_BATCH,
         )
         self.batcher.start()
         self.ready = True
         self.reason = model.provider_note or "ready"
         self.metrics.ready.set(1)
-        _, threads = worker_plan(s, model.provider)
+        plan = worker_plan(s, model.provider)
         log.info(
-            "serving %s %s on %s with %d session(s) of %s intra-op thread(s); %d CPU(s) available",
+            "serving %s %s on %s with %d session(s) of %s intra-op thread(s)%s; %d CPU(s) available",
             m.name,
             m.version,
             model.provider,
             len(models),
-            threads or "onnxruntime's default",
+            plan.threads or "onnxruntime's default",
+            f" and a {plan.solo_threads}-thread solo session" if solo else "",
             available_cpus(),
         )
 

@@ -21,8 +21,8 @@ def test_benchmark_reports_both_ratios_for_every_concurrency(tiny_store, tmp_pat
     assert [(r["contender"], int(r["concurrency"])) for r in rows] == [(c, n) for c in contenders for n in (1, 4)]
     for r in rows:
         assert int(r["non_200"]) == 0
-        assert 0 < float(r["ratio_best_layout"]) <= float(r["ratio_same_layout"])
+        assert 0 < float(r["ratio_best_layout"]) <= float(r["ratio_one_session"])
     assert float(rows[1]["mean_batch"]) >= 1.0  # the service's own view, from /metrics
     report = (tmp_path / "serve-latest.md").read_text()
-    assert "ratio, same layout" in report and "before and one after" in report and "batch_timeout" in report
+    assert "ratio, 1 session" in report and "before and one after" in report and "batch_timeout" in report
     assert (tmp_path / "serve-latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -176,6 +176,94 @@ async def test_several_sessions_run_batches_side_by_side():
     assert peak == 2
 
 
+class Sessions:
+    """Shared sessions and a solo one over a common record: which ran each batch, and how many ran at once."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.active: list[str] = []
+        self.overlaps_with_solo = 0
+        self.peak_shared = 0
+        self.ran: list[tuple[str, int]] = []
+
+    def session(self, name: str):
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            with self.lock:
+                if self.active and (name == "solo" or "solo" in self.active):
+                    self.overlaps_with_solo += 1
+                self.active.append(name)
+                self.peak_shared = max(self.peak_shared, sum(a != "solo" for a in self.active))
+                self.ran.append((name, len(batch)))
+            time.sleep(self.seconds)
+            with self.lock:
+                self.active.remove(name)
+            return [batch[:, 0, 0, 0, :1]]
+
+        return run
+
+
+async def test_a_lone_request_runs_on_the_solo_session():
+    s = Sessions()
+    batcher = Batcher(
+        [s.session("a"), s.session("b")], max_batch_size=8, max_delay_s=0, max_queue=64, solo=s.session("solo")
+    )
+    batcher.start()
+    try:
+        for i in range(5):  # one client, one request at a time
+            result = await batcher.submit(patch(i), far())
+            assert float(result.outputs[0][0]) == i
+    finally:
+        await batcher.stop()
+    assert s.ran == [("solo", 1)] * 5
+
+
+async def test_under_load_shared_sessions_run_side_by_side_and_never_beside_the_solo_one():
+    s = Sessions(seconds=0.01)
+    batcher = Batcher(
+        [s.session("a"), s.session("b")], max_batch_size=4, max_delay_s=0, max_queue=256, solo=s.session("solo")
+    )
+    rng = np.random.default_rng(0)
+    pauses = rng.exponential(0.01, size=(6, 10))  # six clients, ten requests each, lulls and bursts
+    answers: dict[int, float] = {}
+
+    async def client(c: int) -> None:
+        for k in range(10):
+            await asyncio.sleep(float(pauses[c, k]))
+            value = 10 * c + k
+            answers[value] = float((await batcher.submit(patch(value), far())).outputs[0][0])
+
+    batcher.start()
+    try:
+        await asyncio.gather(*(client(c) for c in range(6)))
+    finally:
+        await batcher.stop()
+    assert answers == {v: float(v) for v in range(60)}
+    names = [name for name, _ in s.ran]
+    assert "solo" in names and {"a", "b"} & set(names)
+    assert s.peak_shared == 2
+    assert s.overlaps_with_solo == 0
+    assert all(size == 1 for name, size in s.ran if name == "solo")
+
+
+async def test_a_batch_larger_than_the_solo_limit_goes_to_a_shared_session_even_when_all_are_idle():
+    s = Sessions()
+    batcher = Batcher(
+        [s.session("a"), s.session("b")],
+        max_batch_size=8,
+        max_delay_s=0.05,
+        max_queue=64,
+        solo=s.session("solo"),
+        solo_max_batch=1,
+    )
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(3)))
+    finally:
+        await batcher.stop()
+    assert len(s.ran) == 1 and s.ran[0][0] != "solo" and s.ran[0][1] == 3
+
+
 async def test_stopping_answers_what_is_still_queued():
     model = FakeModel()
     model.release.clear()

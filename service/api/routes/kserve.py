@@ -86,7 +86,7 @@ def _metadata(manifest: Manifest) -> dict[str, Any]:
 def _config(state: ServiceState, manifest: Manifest) -> dict[str, Any]:
     """The subset of Triton's model configuration that perf_analyzer and model_analyzer read."""
     s, provider = state.settings, state.model.provider if state.model else ""
-    sessions, _ = worker_plan(s, provider)
+    sessions = worker_plan(s, provider).sessions
 
     def tensor(spec: TensorSpec) -> dict[str, Any]:
         return {"name": spec.name, "data_type": f"TYPE_{datatype(spec)}", "dims": spec.shape[1:]}

@@ -9,7 +9,7 @@ import pytest
 from service.config import Settings
 from service.runtime import cpus
 from service.runtime.cpus import affinity_cpus, available_cpus, cgroup_cpu_quota
-from service.state import worker_plan
+from service.state import WorkerPlan, worker_plan
 
 
 def _write(path: Path, text: str) -> None:
@@ -85,9 +85,9 @@ def test_a_quota_below_one_cpu_still_gets_one(tmp_path):
 
 
 def test_the_worker_plan_follows_the_quota(monkeypatch):
-    """On a 64-core node limited to 2 CPUs: one 2-thread session, not 16 sessions of 4 threads."""
+    """On a 64-core node limited to 2 CPUs: planned for 2 cores, not 16 sessions of 4 threads."""
     monkeypatch.setattr(cpus, "affinity_cpus", lambda: 64)
     monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *a, **k: 2.0)
-    assert worker_plan(Settings(), "CPUExecutionProvider") == (1, 2)
+    assert worker_plan(Settings(), "CPUExecutionProvider") == WorkerPlan(2, 1, 2)
     monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *a, **k: None)
-    assert worker_plan(Settings(), "CPUExecutionProvider") == (16, 4)
+    assert worker_plan(Settings(), "CPUExecutionProvider") == WorkerPlan(16, 4, 64)

@@ -68,14 +68,20 @@ def test_session_reports_the_active_provider(tiny_store):
     assert cpu.provider == "CPUExecutionProvider" and cpu.provider_note == ""
 
 
-def test_worker_plan_shares_the_cores_among_sessions_on_cpu():
+def test_worker_plan_shares_the_cores_among_sessions_on_cpu(monkeypatch):
     from service.config import Settings
-    from service.runtime.cpus import available_cpus
-    from service.state import worker_plan
+    from service.state import WorkerPlan, worker_plan
 
-    cores = available_cpus()
-    assert worker_plan(Settings(), "CPUExecutionProvider") == (max(cores // 4, 1), cores // max(cores // 4, 1))
-    assert worker_plan(Settings(workers=cores), "CPUExecutionProvider") == (cores, 1)
-    assert worker_plan(Settings(workers=1), "CPUExecutionProvider") == (1, cores)
-    assert worker_plan(Settings(workers=1, intra_op_threads=3), "CPUExecutionProvider") == (1, 3)
-    assert worker_plan(Settings(), "CUDAExecutionProvider") == (1, 0)
+    def plan(cores: int, **settings) -> WorkerPlan:
+        monkeypatch.setattr("service.state.available_cpus", lambda: cores)
+        return worker_plan(Settings(**settings), "CPUExecutionProvider")
+
+    assert plan(1) == WorkerPlan(1, 1, 0)
+    assert plan(2) == WorkerPlan(2, 1, 2)  # two 1-thread sessions and a 2-thread solo one
+    assert plan(4) == WorkerPlan(2, 2, 4)
+    assert plan(16) == WorkerPlan(4, 4, 16)
+    assert plan(2, solo_session=False) == WorkerPlan(2, 1, 0)
+    assert plan(2, workers=1) == WorkerPlan(1, 2, 0)  # one session already has every core
+    assert plan(8, workers=8) == WorkerPlan(8, 1, 8)
+    assert plan(8, workers=1, intra_op_threads=3) == WorkerPlan(1, 3, 0)
+    assert worker_plan(Settings(), "CUDAExecutionProvider") == WorkerPlan(1, 0, 0)
