@@ -50,9 +50,16 @@ class Prediction:
     batch_size: int
 
 
-async def collect_batch(queue: asyncio.Queue[Pending], max_size: int, max_delay_s: float) -> list[Pending]:
-    """Block for the first item, then take what is queued, waiting until first arrival + max_delay for more."""
+async def collect_batch(
+    queue: asyncio.Queue[Pending], max_size: int, max_delay_s: float, sessions: int = 1
+) -> list[Pending]:
+    """Block for the first item, then take what is queued, waiting until first arrival + max_delay for more. With
+    several sessions, take only a fair share of what is queued once the first item arrives (at least one), so
+    that the next session to come free gets the rest, instead of one session taking a long batch while another
+    idles (shorter batches, a shorter tail)."""
     first = await queue.get()
+    if sessions > 1:
+        max_size = max(1, min(max_size, -(-(queue.qsize() + 1) // sessions)))
     batch = [first]
     until = first.enqueued + max_delay_s
     while len(batch) < max_size:
@@ -170,7 +177,7 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             worker = await self._idle.get()
-            batch = await collect_batch(self._queue, self.max_batch_size, self.max_delay_s)
+            batch = await collect_batch(self._queue, self.max_batch_size, self.max_delay_s, len(self._workers))
             if self.metrics:
                 self.metrics.queue_depth.set(self._queue.qsize())
             live = self._live(batch)
