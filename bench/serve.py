@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--store", type=Path, default=REPO / "model_store")
     p.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--requests", type=int, default=600)
+    p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads for every contender")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--litserve-timeouts", type=float, nargs="+", default=[0.0, 0.002, 0.005])

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=10**9, help="stop after this many requests, if sooner")
     p.add_argument("--warmup", type=int, default=500, help="requests before the first memory reading")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--sample-s", type=float, default=30.0, help="seconds between resident-memory readings")
     p.add_argument("--store", type=Path, default=REPO / "model_store")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -126,10 +127,17 @@ def main(argv: list[str] | None = None) -> None:
         mix = request_mix("127.0.0.1", server.port)
         warm = asyncio.run(soak(server.port, mix, args.concurrency, time.monotonic() + 600, args.warmup))
         start_mb = resident_mb(server.pid)
+        samples, statuses = [start_mb], {}
         started = time.monotonic()
-        statuses = asyncio.run(soak(server.port, mix, args.concurrency, started + args.minutes * 60, args.requests))
+        until = started + args.minutes * 60
+        while time.monotonic() < until and sum(statuses.values()) < args.requests:  # a memory reading each interval
+            left = args.requests - sum(statuses.values())
+            segment_end = min(until, time.monotonic() + args.sample_s)
+            for status, n in asyncio.run(soak(server.port, mix, args.concurrency, segment_end, left)).items():
+                statuses[status] = statuses.get(status, 0) + n
+            samples.append(resident_mb(server.pid))
         elapsed = time.monotonic() - started
-        end_mb = resident_mb(server.pid)
+        end_mb = samples[-1]
     total = sum(statuses.values())
     errors = sum(n for s, n in statuses.items() if s >= 500 or s == 0)
     lines = [
@@ -143,7 +151,11 @@ def main(argv: list[str] | None = None) -> None:
         f"5xx or dropped connections: {errors}",
         "",
         f"Resident memory: {start_mb:.1f} MiB after warm-up, {end_mb:.1f} MiB at the end "
-        f"({(end_mb / start_mb - 1) * 100:+.1f}%).",
+        f"({(end_mb / start_mb - 1) * 100:+.1f}%); over the second half of the run "
+        f"{(end_mb / samples[len(samples) // 2] - 1) * 100:+.1f}% (a leak keeps climbing, a warming allocator levels "
+        "off).",
+        "",
+        f"Resident memory every {args.sample_s:g} s (MiB): " + ", ".join(f"{m:.1f}" for m in samples),
         "",
     ]
     text = "\n".join(lines)

@@ -30,7 +30,7 @@ class WorkerPlan:
 
 def worker_plan(settings: Settings, provider: str) -> WorkerPlan:
     """On CPU, by default one session per 4 cores but at least two, the cores shared out among them, plus a solo
-    session with every core for a request that comes alone. On 2 cores: two 1-thread sessions (18% more throughput
+    session with every core for a request that comes alone. On 2 cores: two 1-thread sessions (10% more throughput
     at 16 clients than one 2-thread session) and a 2-thread solo session (a lone request as fast as on one 2-thread
     session, where a 1-thread session would add about 5 ms; bench/README). On CUDA, one session. Cores are those this
     process may use: its affinity mask capped by any cgroup CPU quota (a container's CPU limit)."""
