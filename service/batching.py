@@ -53,29 +53,44 @@ class Prediction:
 async def collect_batch(
     queue: asyncio.Queue[Pending], max_size: int, max_delay_s: float, sessions: int = 1
 ) -> list[Pending]:
-    """Block for the first item, then take what is queued, waiting until first arrival + max_delay for more. With
-    several sessions, take only a fair share of what is queued once the first item arrives (at least one), so
-    that the next session to come free gets the rest, instead of one session taking a long batch while another
-    idles (shorter batches, a shorter tail)."""
+    """Block for the first item, then take what is queued, waiting until first arrival + max_delay for more.
+
+    With several sessions and no delay, take only a fair share of what is queued once the first item arrives (at
+    least one), so that the next session to come free gets the rest instead of one session taking a long batch
+    while another idles (shorter batches, a shorter tail). With a delay the batch is meant to grow: no share.
+    Cancelled while collecting (shutdown), the items taken go back to the queue, or fail if it is full."""
     first = await queue.get()
-    if sessions > 1:
+    if sessions > 1 and max_delay_s <= 0:
         max_size = max(1, min(max_size, -(-(queue.qsize() + 1) // sessions)))
     batch = [first]
     until = first.enqueued + max_delay_s
-    while len(batch) < max_size:
-        try:
-            batch.append(queue.get_nowait())
-            continue
-        except asyncio.QueueEmpty:
-            pass
-        remaining = until - time.perf_counter()
-        if remaining <= 0:
-            break
-        try:
-            batch.append(await asyncio.wait_for(queue.get(), remaining))
-        except TimeoutError:
-            break
+    try:
+        while len(batch) < max_size:
+            try:
+                batch.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = until - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+    except asyncio.CancelledError:
+        _give_back(queue, batch)
+        raise
     return batch
+
+
+def _give_back(queue: asyncio.Queue[Pending], batch: list[Pending]) -> None:
+    for p in batch:
+        try:
+            queue.put_nowait(p)
+        except asyncio.QueueFull:
+            if not p.future.done():
+                p.future.set_exception(NotReady("the service is shutting down; retry", headers={"Retry-After": "1"}))
 
 
 def padded_size(n: int, sizes: list[int] | None) -> int:
@@ -185,16 +200,16 @@ class Batcher:
                 self._idle.put_nowait(worker)
                 continue
             held = [worker]
-            if self._solo is not None and len(live) <= self.solo_max_batch and self._all_idle_but_one():
+            if self._solo is not None and self._solo_fits(live):
                 held += [self._idle.get_nowait() for _ in range(self._idle.qsize())]
                 worker = self._solo
             task = asyncio.get_running_loop().create_task(self._execute(worker, live, held))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    def _all_idle_but_one(self) -> bool:
-        """Every session is free except the one the loop holds."""
-        return self._idle.qsize() == len(self._workers) - 1
+    def _solo_fits(self, live: list[Pending]) -> bool:
+        """The batch is small, nothing else waits, and every session is free except the one the loop holds."""
+        return len(live) <= self.solo_max_batch and self._queue.empty() and self._idle.qsize() == len(self._workers) - 1
 
     async def _execute(self, worker: Worker, live: list[Pending], held: list[Worker]) -> None:
         """One onnxruntime call for the batch in a worker thread; every request gets its row or the error. The

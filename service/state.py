@@ -20,27 +20,33 @@ SOLO_MAX_BATCH = 1  # the solo session takes batches of one: a lone request
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """The onnxruntime sessions to open: `sessions` side by side with `threads` intra-op threads each (0: onnxruntime's
-    own choice), and a solo session with `solo_threads` for lone requests (0: none)."""
+    """The onnxruntime sessions to open: one side by side per entry of `threads`, each with that many intra-op
+    threads (0: onnxruntime's own choice), and a solo session with `solo_threads` for lone requests (0: none)."""
 
-    sessions: int
-    threads: int
+    threads: tuple[int, ...]
     solo_threads: int = 0
+
+    @property
+    def sessions(self) -> int:
+        return len(self.threads)
 
 
 def worker_plan(settings: Settings, provider: str) -> WorkerPlan:
-    """On CPU, by default one session per 4 cores but at least two, the cores shared out among them, plus a solo
+    """On CPU, by default one session per 4 cores but at least two, every core given to one of them, plus a solo
     session with every core for a request that comes alone. On 2 cores: two 1-thread sessions (10% more throughput
     at 16 clients than one 2-thread session) and a 2-thread solo session (a lone request as fast as on one 2-thread
     session, where a 1-thread session would add about 5 ms; bench/README). On CUDA, one session. Cores are those this
     process may use: its affinity mask capped by any cgroup CPU quota (a container's CPU limit)."""
     if provider == CUDA:
-        return WorkerPlan(settings.workers or 1, settings.intra_op_threads)
+        return WorkerPlan((settings.intra_op_threads,) * (settings.workers or 1))
     cores = available_cpus()
     sessions = settings.workers or (max(cores // 4, 2) if cores >= 2 else 1)
-    threads = settings.intra_op_threads or max(cores // sessions, 1)
-    solo = cores if settings.solo_session and sessions > 1 and cores > threads else 0
-    return WorkerPlan(sessions, threads, solo)
+    if settings.intra_op_threads:
+        threads = (settings.intra_op_threads,) * sessions
+    else:  # the cores shared out, the remainder one more thread each for the first sessions
+        threads = tuple(max(cores // sessions + (i < cores % sessions), 1) for i in range(sessions))
+    solo = cores if settings.solo_session and sessions > 1 and cores > max(threads) else 0
+    return WorkerPlan(threads, solo)
 
 
 @dataclass
@@ -51,18 +57,19 @@ class ServiceState:
     batcher: Batcher | None = None
     ready: bool = False
     reason: str = "starting"
+    plan: WorkerPlan | None = None  # the sessions opened, once loaded
     preprocess_pool: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.preprocess_pool = ThreadPoolExecutor(self.settings.preprocess_threads, thread_name_prefix="preprocess")
 
-    def _load(self) -> tuple[list[ModelSession], ModelSession | None, list[int] | None]:
+    def _load(self) -> tuple[WorkerPlan, list[ModelSession], ModelSession | None, list[int] | None]:
         """Verified sessions (one per worker, and the solo one if planned), each warmed at every batch size the
         batcher can give it."""
         s = self.settings
         entry = resolve(s.model_store, s.model_name, s.model_version)
         plan = worker_plan(s, expected_provider(s.provider))
-        models = [open_session(entry, s.provider, plan.threads, s.intra_op_spinning) for _ in range(plan.sessions)]
+        models = [open_session(entry, s.provider, threads, s.intra_op_spinning) for threads in plan.threads]
         solo = open_session(entry, s.provider, plan.solo_threads, s.intra_op_spinning) if plan.solo_threads else None
         first = models[0]
         pad = s.pad_batches == "yes" or (s.pad_batches == "auto" and first.provider == CUDA)
@@ -72,13 +79,15 @@ class ServiceState:
                 warm_up(model, pad_sizes or list(range(1, s.max_batch_size + 1)))
             if solo is not None:
                 warm_up(solo, [padded_size(n, pad_sizes) for n in range(1, SOLO_MAX_BATCH + 1)])
-        return models, solo, pad_sizes
+        return plan, models, solo, pad_sizes
 
     async def start(self) -> None:
         """Load, verify and warm the model off the event loop; then start the batcher if all is well."""
         s = self.settings
         try:
-            models, solo, pad_sizes = await asyncio.get_running_loop().run_in_executor(self.preprocess_pool, self._load)
+            plan, models, solo, pad_sizes = await asyncio.get_running_loop().run_in_executor(
+                self.preprocess_pool, self._load
+            )
         except (ModelStoreError, SessionError) as exc:
             self.reason = f"model not loaded: {exc}"
             log.error(self.reason)
@@ -87,7 +96,8 @@ class ServiceState:
             self.reason = f"model not loaded: {type(exc).__name__}: {str(exc)[:300]}"
             log.error(self.reason)
             return
-        self.model = model = models[0]
+        self.model, self.plan = models[0], plan
+        model = self.model
         m = model.manifest
         self.metrics.model_info.labels(name=m.name, version=m.version, provider=model.provider).set(1)
         if s.provider == "cuda" and model.provider != CUDA:
@@ -109,14 +119,13 @@ class ServiceState:
         self.ready = True
         self.reason = model.provider_note or "ready"
         self.metrics.ready.set(1)
-        plan = worker_plan(s, model.provider)
         log.info(
             "serving %s %s on %s with %d session(s) of %s intra-op thread(s)%s; %d CPU(s) available",
             m.name,
             m.version,
             model.provider,
             len(models),
-            plan.threads or "onnxruntime's default",
+            "/".join(str(t) for t in plan.threads) if any(plan.threads) else "onnxruntime's default",
             f" and a {plan.solo_threads}-thread solo session" if solo else "",
             available_cpus(),
         )

@@ -62,6 +62,28 @@ async def test_collect_batch_takes_a_fair_share_when_several_sessions_serve_the_
     assert len(await collect_batch(queue, max_size=16, max_delay_s=0.0, sessions=2)) == 16  # capped
 
 
+async def test_with_a_delay_several_sessions_still_wait_for_company():
+    queue: asyncio.Queue[Pending] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    queue.put_nowait(Pending(patch(0), far(), loop.create_future()))
+    loop.call_later(0.005, queue.put_nowait, Pending(patch(1), far(), loop.create_future()))
+    batch = await collect_batch(queue, max_size=8, max_delay_s=0.05, sessions=2)
+    assert len(batch) == 2
+
+
+async def test_cancelled_while_collecting_the_items_go_back_to_the_queue():
+    queue: asyncio.Queue[Pending] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    queue.put_nowait(Pending(patch(0), far(), loop.create_future()))
+    task = asyncio.ensure_future(collect_batch(queue, max_size=8, max_delay_s=5.0))
+    await asyncio.sleep(0.01)  # it holds the first item and waits for company
+    assert queue.qsize() == 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert queue.qsize() == 1
+
+
 async def test_collect_batch_waits_for_company_no_longer_than_the_delay():
     queue: asyncio.Queue[Pending] = asyncio.Queue()
     queue.put_nowait(Pending(patch(0), far(), asyncio.get_running_loop().create_future()))
@@ -229,6 +251,37 @@ async def test_a_lone_request_runs_on_the_solo_session():
     finally:
         await batcher.stop()
     assert s.ran == [("solo", 1)] * 5
+
+
+async def test_requests_arriving_together_run_side_by_side_not_one_after_another_on_the_solo_session():
+    s = Sessions()
+    batcher = Batcher(
+        [s.session("a"), s.session("b")], max_batch_size=8, max_delay_s=0, max_queue=64, solo=s.session("solo")
+    )
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(2)))
+    finally:
+        await batcher.stop()
+    assert sorted(s.ran) == [("a", 1), ("b", 1)]
+
+
+async def test_a_failing_solo_run_fails_its_request_and_frees_every_session():
+    s = Sessions()
+
+    def broken(batch: np.ndarray) -> list[np.ndarray]:
+        raise RuntimeError("solo session broke")
+
+    batcher = Batcher([s.session("a"), s.session("b")], max_batch_size=8, max_delay_s=0, max_queue=64, solo=broken)
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="solo session broke"):
+            await batcher.submit(patch(0), far())
+        results = await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(2)))  # both shared ones
+    finally:
+        await batcher.stop()
+    assert [float(r.outputs[0][0]) for r in results] == [0, 1]
+    assert sorted(s.ran) == [("a", 1), ("b", 1)]
 
 
 async def test_under_load_shared_sessions_run_side_by_side_and_never_beside_the_solo_one():

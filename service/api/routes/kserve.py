@@ -33,7 +33,7 @@ from service.config import Settings
 from service.errors import DeadlineExceeded, MalformedInput, NotReady, PayloadTooLarge
 from service.runtime.manifest import Manifest, TensorSpec
 from service.runtime.session import CUDA
-from service.state import ServiceState, worker_plan
+from service.state import ServiceState
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (KServe v2)"])
 
@@ -86,7 +86,7 @@ def _metadata(manifest: Manifest) -> dict[str, Any]:
 def _config(state: ServiceState, manifest: Manifest) -> dict[str, Any]:
     """The subset of Triton's model configuration that perf_analyzer and model_analyzer read."""
     s, provider = state.settings, state.model.provider if state.model else ""
-    sessions = worker_plan(s, provider).sessions
+    sessions = state.plan.sessions if state.plan else 1
 
     def tensor(spec: TensorSpec) -> dict[str, Any]:
         return {"name": spec.name, "data_type": f"TYPE_{datatype(spec)}", "dims": spec.shape[1:]}

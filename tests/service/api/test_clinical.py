@@ -89,7 +89,7 @@ def test_bad_clinical_inputs_get_a_precise_422(client, hu_patch, clinical, fragm
 
 
 def test_uncertainty_on_request_runs_every_view_in_one_batch(tiny_store, hu_patch):
-    with make_client(tiny_store, max_batch_size=8) as c:
+    with make_client(tiny_store, max_batch_size=8, workers=1) as c:  # one session: one batch of 8 (two would share)
         plain = post_npy(c, hu_patch).json()["nodules"][0]
         r = c.post("/predict?uncertainty=true", files={"patch": ("p.npy", npy(hu_patch))}, data={"spacing": "1,1,1"})
         assert r.status_code == 200, r.text

@@ -76,12 +76,16 @@ def test_worker_plan_shares_the_cores_among_sessions_on_cpu(monkeypatch):
         monkeypatch.setattr("service.state.available_cpus", lambda: cores)
         return worker_plan(Settings(**settings), "CPUExecutionProvider")
 
-    assert plan(1) == WorkerPlan(1, 1, 0)
-    assert plan(2) == WorkerPlan(2, 1, 2)  # two 1-thread sessions and a 2-thread solo one
-    assert plan(4) == WorkerPlan(2, 2, 4)
-    assert plan(16) == WorkerPlan(4, 4, 16)
-    assert plan(2, solo_session=False) == WorkerPlan(2, 1, 0)
-    assert plan(2, workers=1) == WorkerPlan(1, 2, 0)  # one session already has every core
-    assert plan(8, workers=8) == WorkerPlan(8, 1, 8)
-    assert plan(8, workers=1, intra_op_threads=3) == WorkerPlan(1, 3, 0)
-    assert worker_plan(Settings(), "CUDAExecutionProvider") == WorkerPlan(1, 0, 0)
+    assert plan(1) == WorkerPlan((1,))
+    assert plan(2) == WorkerPlan((1, 1), 2)  # two 1-thread sessions and a 2-thread solo one
+    assert plan(3) == WorkerPlan((2, 1), 3)  # every core given to a session
+    assert plan(4) == WorkerPlan((2, 2), 4)
+    assert plan(7) == WorkerPlan((4, 3), 7)
+    assert plan(16) == WorkerPlan((4, 4, 4, 4), 16)
+    assert plan(2, solo_session=False) == WorkerPlan((1, 1))
+    assert plan(2, workers=1) == WorkerPlan((2,))  # one session already has every core
+    assert plan(8, workers=8) == WorkerPlan((1,) * 8, 8)
+    assert plan(8, workers=1, intra_op_threads=3) == WorkerPlan((3,))
+    assert plan(8, workers=2, intra_op_threads=4) == WorkerPlan((4, 4), 8)
+    assert worker_plan(Settings(), "CUDAExecutionProvider") == WorkerPlan((0,))
+    assert worker_plan(Settings(workers=2), "CUDAExecutionProvider").sessions == 2
