@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.batching import Batcher, Pending, collect_batch, padded_size, power_of_two_sizes, submit_all
+from service.batching import (
+    Batcher,
+    Pending,
+    RunBatch,
+    collect_batch,
+    padded_size,
+    power_of_two_sizes,
+    submit_all,
+)
 from service.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
 
@@ -237,12 +245,20 @@ class Sessions:
 
         return run
 
+    def batcher(self, solo: RunBatch | None = None, max_batch_size: int = 8, max_queue: int = 64) -> Batcher:
+        """Two shared sessions, 'a' and 'b', beside a solo one (by default the recorded 'solo'), no delay."""
+        return Batcher(
+            [self.session("a"), self.session("b")],
+            max_batch_size=max_batch_size,
+            max_delay_s=0,
+            max_queue=max_queue,
+            solo=solo or self.session("solo"),
+        )
+
 
 async def test_a_lone_request_runs_on_the_solo_session():
     s = Sessions()
-    batcher = Batcher(
-        [s.session("a"), s.session("b")], max_batch_size=8, max_delay_s=0, max_queue=64, solo=s.session("solo")
-    )
+    batcher = s.batcher()
     batcher.start()
     try:
         for i in range(5):  # one client, one request at a time
@@ -255,9 +271,7 @@ async def test_a_lone_request_runs_on_the_solo_session():
 
 async def test_requests_arriving_together_run_side_by_side_not_one_after_another_on_the_solo_session():
     s = Sessions()
-    batcher = Batcher(
-        [s.session("a"), s.session("b")], max_batch_size=8, max_delay_s=0, max_queue=64, solo=s.session("solo")
-    )
+    batcher = s.batcher()
     batcher.start()
     try:
         await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(2)))
@@ -272,7 +286,7 @@ async def test_a_failing_solo_run_fails_its_request_and_frees_every_session():
     def broken(batch: np.ndarray) -> list[np.ndarray]:
         raise RuntimeError("solo session broke")
 
-    batcher = Batcher([s.session("a"), s.session("b")], max_batch_size=8, max_delay_s=0, max_queue=64, solo=broken)
+    batcher = s.batcher(solo=broken)
     batcher.start()
     try:
         with pytest.raises(RuntimeError, match="solo session broke"):
@@ -286,9 +300,7 @@ async def test_a_failing_solo_run_fails_its_request_and_frees_every_session():
 
 async def test_under_load_shared_sessions_run_side_by_side_and_never_beside_the_solo_one():
     s = Sessions(seconds=0.01)
-    batcher = Batcher(
-        [s.session("a"), s.session("b")], max_batch_size=4, max_delay_s=0, max_queue=256, solo=s.session("solo")
-    )
+    batcher = s.batcher(max_batch_size=4, max_queue=256)
     rng = np.random.default_rng(0)
     pauses = rng.exponential(0.01, size=(6, 10))  # six clients, ten requests each, lulls and bursts
     answers: dict[int, float] = {}
