@@ -8,13 +8,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
 
-def open_session(model: Path, threads: int) -> ort.InferenceSession:
+
+def open_session(model: Path, threads: int, provider: str = "cpu") -> ort.InferenceSession:
+    """A session as the service opens it; on provider "cuda" it must really run on CUDA, or this raises."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    providers = [CUDA, CPU] if provider == "cuda" else [CPU]
+    session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+    if session.get_providers()[0] != providers[0]:
+        raise RuntimeError(f"onnxruntime did not activate {providers[0]} (active: {session.get_providers()[0]})")
+    return session
 
 
 def measure(session: ort.InferenceSession, batch: int, size: int, seconds: float = 5.0) -> dict[str, float]:

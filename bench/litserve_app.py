@@ -1,8 +1,9 @@
 """Contender 4, the peer: LitServe serving the same ONNX model with its dynamic batching on.
 
-Tuned fairly: the same onnxruntime session settings as the service, max_batch_size equal to the service's (16),
-one inference worker (as the service runs one session), LitServe's ZeroMQ queue (fast_queue), and the batch
-timeout given by LITSERVE_BATCH_TIMEOUT (seconds; bench.serve passes the best of a short sweep).
+Tuned fairly: the same onnxruntime session settings as the service, max_batch_size equal to the service's
+(RESMTNET_MAX_BATCH_SIZE, 16 on CPU), LITSERVE_WORKERS inference workers (processes, each with its share of the
+cores), LitServe's ZeroMQ queue (fast_queue), and the batch timeout given by LITSERVE_BATCH_TIMEOUT (seconds).
+bench.serve passes the best of a short sweep of both. On CUDA when RESMTNET_PROVIDER is cuda.
 
     python -m bench.litserve_app  (port from RESMTNET_PORT, default 8000)
 """
@@ -20,7 +21,7 @@ from bench.peer_model import load_entry, open_session, prepare, to_json
 class ResMTNetAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         self.entry = load_entry()
-        self.session = open_session(self.entry)
+        self.session = open_session(self.entry, workers=int(os.environ.get("LITSERVE_WORKERS", "1")))
         self.input_name = self.session.get_inputs()[0].name
 
     def decode_request(self, request) -> np.ndarray:
@@ -43,8 +44,11 @@ class ResMTNetAPI(ls.LitAPI):
 
 
 def main() -> None:
-    api = ResMTNetAPI(max_batch_size=16, batch_timeout=float(os.environ.get("LITSERVE_BATCH_TIMEOUT", "0.0")))
-    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, fast_queue=True)
+    max_batch = int(os.environ.get("RESMTNET_MAX_BATCH_SIZE", "16"))
+    api = ResMTNetAPI(max_batch_size=max_batch, batch_timeout=float(os.environ.get("LITSERVE_BATCH_TIMEOUT", "0.0")))
+    workers = int(os.environ.get("LITSERVE_WORKERS", "1"))
+    accelerator = "cuda" if os.environ.get("RESMTNET_PROVIDER") == "cuda" else "cpu"
+    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=workers, fast_queue=True)
     server.run(port=int(os.environ.get("RESMTNET_PORT", "8000")), generate_client_file=False, log_level="warning")
 
 

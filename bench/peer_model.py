@@ -20,14 +20,23 @@ def load_entry() -> ModelEntry:
     return resolve(Path(os.environ.get("RESMTNET_MODEL_STORE", "model_store")), "res_mtnet")
 
 
-def open_session(entry: ModelEntry) -> ort.InferenceSession:
-    """The service's default CPU session: all cores as intra-op threads, no spinning."""
+def worker_threads(setting: int, workers: int) -> int:
+    """onnxruntime threads per session: the setting, or the cores shared out among `workers` processes."""
+    return setting or max((os.cpu_count() or 1) // workers, 1)
+
+
+def open_session(entry: ModelEntry, workers: int = 1) -> ort.InferenceSession:
+    """A session like the service's: the cores shared out among the `workers` sessions running side by side (all of
+    them for one), no spinning; on CUDA when RESMTNET_PROVIDER is cuda (the benchmark's GPU sweep)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(os.environ.get("RESMTNET_INTRA_OP_THREADS", "0")) or (os.cpu_count() or 1)
+    options.intra_op_num_threads = worker_threads(int(os.environ.get("RESMTNET_INTRA_OP_THREADS", "0")), workers)
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if os.environ.get("RESMTNET_PROVIDER") == "cuda":
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=providers)
 
 
 def prepare(npy: bytes, spacing: str, manifest: Manifest) -> np.ndarray:

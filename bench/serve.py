@@ -1,12 +1,13 @@
 """Benchmark the service against onnxruntime in-process (the ceiling) and against peers, in one run on this machine.
 
-    python -m bench.serve [--contenders service per-request litserve] [--concurrency 1 2 4 8 16 32] [--requests 600]
+    python -m bench.serve [--contenders service per-request litserve] [--concurrency 1 2 4 8 16 32] [--requests 1500]
+    python -m bench.serve --provider cuda    # on a GPU: the same sweep on CUDA, batches up to 64, up to 128 clients
 
 Each contender is a real server process (`python -m service`, `bench.per_request_app`, `bench.litserve_app`) on the
 same committed model and the same onnxruntime threads, driven by the lean load generator with the same request (a
 resampled .npy upload). The in-process ceiling is measured before and after the servers; the faster counts. For the
 service, the server's own view from /metrics (queue time against inference time, mean batch size) is added.
-Writes serve-latest.{md,csv,png} under bench/results/.
+Writes serve-latest.{md,csv,png} under bench/results/ (serve-latest-cuda.* for the CUDA sweep).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import csv
 import io
 import os
 import platform
+import shutil
+import subprocess
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +28,9 @@ import numpy as np
 import onnxruntime as ort
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.inprocess import measure, measure_parallel, open_session
+from bench.inprocess import CUDA, measure, measure_parallel, open_session
 from bench.load import multipart_request, run_load
+from bench.peer_model import worker_threads
 from bench.plot import plot_sweep
 from bench.servers import REPO, Contender, running
 from service.runtime.store import resolve
@@ -41,6 +45,33 @@ CONTENDERS = {
         Contender("litserve", "LitServe", "bench.litserve_app", "/health"),
     )
 }
+
+# Per provider: the default largest batch, the default client counts, and the service's batching delay (on CUDA the
+# batch size decides throughput, so batches may wait 2 ms for company, as in the CUDA image).
+DEFAULTS = {
+    "cpu": {"max_batch": 16, "concurrency": [1, 2, 4, 8, 16, 32], "max_delay_ms": "0", "litserve_workers": [1, 2]},
+    "cuda": {
+        "max_batch": 64,
+        "concurrency": [1, 2, 4, 8, 16, 32, 64, 128],
+        "max_delay_ms": "2",
+        "litserve_workers": [1],
+    },
+}
+
+
+def resolve_provider(setting: str, available: list[str]) -> str:
+    """ "cuda" or "cpu" for the --provider setting; cuda asked for but missing is an error, not a quiet CPU run."""
+    if setting == "cuda" and CUDA not in available:
+        raise SystemExit(
+            f"--provider cuda, but onnxruntime offers only {', '.join(available)}: install onnxruntime-gpu"
+        )
+    return "cuda" if setting in ("auto", "cuda") and CUDA in available else "cpu"
+
+
+def ceiling_batches(provider: str, max_batch: int) -> list[int]:
+    """Batch sizes of the in-process ceiling: 1 and the largest on CPU; on CUDA the sizes between as well."""
+    sizes = {1, max_batch} if provider == "cpu" else {1, max_batch, *(b for b in (4, 16) if b < max_batch)}
+    return sorted(sizes)
 
 
 def bench_patch(seed: int = 0) -> tuple[bytes, str]:
@@ -82,6 +113,20 @@ def server_view(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     }
 
 
+def gpu_name() -> str:
+    """The GPUs nvidia-smi names, or "no GPU"."""
+    if shutil.which("nvidia-smi") is None:
+        return "no GPU"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "no GPU"
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return ", ".join(names) if out.returncode == 0 and names else "no GPU"
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -91,17 +136,24 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, onnxruntime {ort.__version__}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, {gpu_name()}, onnxruntime {ort.__version__}, "
+        f"Python {platform.python_version()}"
+    )
 
 
-def measure_ceiling(model: Path, threads: int, max_batch: int, size: int, seconds: float) -> list[dict]:
-    """onnxruntime in-process on this model: one session with all the threads (the service's default layout) at
-    batch 1 and the largest batch, and, with all cores, as many single-threaded sessions side by side."""
-    session = open_session(model, threads)
-    rows = [{"layout": "1 session", **measure(session, b, size, seconds)} for b in sorted({1, max_batch})]
+def measure_ceiling(
+    model: Path, threads: int, max_batch: int, size: int, seconds: float, provider: str = "cpu"
+) -> list[dict]:
+    """onnxruntime in-process on this model: one session with all the threads (the layout a lone request gets) at
+    the ceiling's batch sizes, and on CPU, with all cores, as many single-threaded sessions side by side (on CUDA the
+    service keeps one session per GPU)."""
+    session = open_session(model, threads, provider)
+    batches = ceiling_batches(provider, max_batch)
+    rows = [{"layout": "1 session", **measure(session, b, size, seconds)} for b in batches]
     del session
     cores = os.cpu_count() or 1
-    if threads in (0, cores) and cores > 1:
+    if provider == "cpu" and threads in (0, cores) and cores > 1:
         rows += [
             {"layout": f"{cores} sessions x 1 thread", **measure_parallel(model, cores, b, size, seconds)}
             for b in sorted({1, max_batch})
@@ -138,42 +190,57 @@ def sweep(contender: Contender, env: dict[str, str], request_for, concurrency: l
     return rows
 
 
-def tune_litserve(env: dict[str, str], request_for, timeouts: list[float], requests: int) -> float:
-    """LitServe's batch timeout that gives it the most throughput at 16 clients (its fair tuning)."""
-    best_rps, best_timeout = -1.0, timeouts[0]
-    for timeout in timeouts:
-        contender = CONTENDERS["litserve"]
-        tuned = Contender(**{**contender.__dict__, "env": {"LITSERVE_BATCH_TIMEOUT": str(timeout)}})
-        (row,) = sweep(tuned, env, request_for, [16], requests)
+def litserve(timeout: float, workers: int) -> Contender:
+    """LitServe with this batch timeout (seconds) and this many inference workers."""
+    env = {"LITSERVE_BATCH_TIMEOUT": str(timeout), "LITSERVE_WORKERS": str(workers)}
+    return Contender(**{**CONTENDERS["litserve"].__dict__, "env": env})
+
+
+def tune_litserve(
+    env: dict[str, str], request_for, timeouts: list[float], workers: list[int], requests: int
+) -> tuple[float, int]:
+    """LitServe's batch timeout and worker count that give it the most throughput at 16 clients (its fair tuning)."""
+    best_rps, best_setting = -1.0, (timeouts[0], workers[0])
+    for setting in ((t, w) for w in workers for t in timeouts):
+        (row,) = sweep(litserve(*setting), env, request_for, [16], requests)
         if row["throughput_rps"] > best_rps:
-            best_rps, best_timeout = row["throughput_rps"], timeout
-    return best_timeout
+            best_rps, best_setting = row["throughput_rps"], setting
+    return best_setting
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", type=Path, default=REPO / "model_store")
     p.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="cpu", help="auto: CUDA where available")
+    p.add_argument("--concurrency", type=int, nargs="+", help="clients (default 1 to 32; on CUDA to 128)")
     p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads for every contender")
-    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--max-batch", type=int, help="largest batch (default 16; on CUDA 64)")
     p.add_argument("--litserve-timeouts", type=float, nargs="+", default=[0.0, 0.002, 0.005])
+    p.add_argument("--litserve-workers", type=int, nargs="+", help="inference workers tried (default 1 and 2 on CPU)")
     p.add_argument("--env", nargs="*", default=[], help="extra RESMTNET_X=Y settings for the service")
     p.add_argument("--ceiling-seconds", type=float, default=5.0, help="duration of each in-process measurement")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for serve-latest.{md,csv,png}")
     args = p.parse_args(argv)
+    provider = resolve_provider(args.provider, ort.get_available_providers())
+    defaults = DEFAULTS[provider]
+    max_batch = args.max_batch or defaults["max_batch"]
+    concurrency = args.concurrency or defaults["concurrency"]
+    stem = "serve-latest" if provider == "cpu" else f"serve-latest-{provider}"
     entry = resolve(args.store, "res_mtnet")
     size = entry.manifest.preprocessing.patch_size
     # Measured before and after the servers, so that drift on a shared machine cannot flatter the ratios:
     # for every layout and batch size the faster of the two measurements counts.
-    before = measure_ceiling(entry.onnx_path, args.threads, args.max_batch, size, args.ceiling_seconds)
+    before = measure_ceiling(entry.onnx_path, args.threads, max_batch, size, args.ceiling_seconds, provider)
     npy, spacing = bench_patch()
     env = {
         "RESMTNET_MODEL_STORE": str(args.store),
         "RESMTNET_INTRA_OP_THREADS": str(args.threads),
-        "RESMTNET_MAX_BATCH_SIZE": str(args.max_batch),
+        "RESMTNET_MAX_BATCH_SIZE": str(max_batch),
+        "RESMTNET_PROVIDER": provider,
     }
+    service_env = {"RESMTNET_MAX_DELAY_MS": defaults["max_delay_ms"]}
 
     def request_for(port: int) -> bytes:
         return multipart_request("127.0.0.1", port, "/predict", npy, spacing)
@@ -182,32 +249,49 @@ def main(argv: list[str] | None = None) -> None:
     notes: list[str] = []
     for key in args.contenders:
         contender = CONTENDERS[key]
-        extra = dict(kv.split("=", 1) for kv in args.env) if key == "service" else {}
+        extra = {**service_env, **dict(kv.split("=", 1) for kv in args.env)} if key == "service" else {}
         if key == "litserve":
-            timeout = tune_litserve(env, request_for, args.litserve_timeouts, args.requests)
-            contender = Contender(**{**contender.__dict__, "env": {"LITSERVE_BATCH_TIMEOUT": str(timeout)}})
+            workers = args.litserve_workers or defaults["litserve_workers"]
+            timeout, chosen = tune_litserve(env, request_for, args.litserve_timeouts, workers, args.requests)
+            contender = litserve(timeout, chosen)
             notes.append(
-                f"LitServe: max_batch_size {args.max_batch}, one worker, fast_queue, batch_timeout {timeout:g} s "
-                f"(the best at 16 clients of {', '.join(f'{t:g}' for t in args.litserve_timeouts)} s)."
+                f"LitServe: max_batch_size {max_batch}, fast_queue, {chosen} inference worker(s) each with "
+                f"{worker_threads(args.threads, chosen)} onnxruntime thread(s), batch_timeout {timeout:g} s (the best "
+                f"at 16 clients of batch timeouts {', '.join(f'{t:g}' for t in args.litserve_timeouts)} s and "
+                f"{' or '.join(str(w) for w in workers)} workers)."
             )
-        rows += sweep(contender, {**env, **extra}, request_for, args.concurrency, args.requests)
-    after = measure_ceiling(entry.onnx_path, args.threads, args.max_batch, size, args.ceiling_seconds)
+        rows += sweep(contender, {**env, **extra}, request_for, concurrency, args.requests)
+    after = measure_ceiling(entry.onnx_path, args.threads, max_batch, size, args.ceiling_seconds, provider)
     ceiling = [max(a, b, key=lambda r: r["patches_per_s"]) for a, b in zip(before, after, strict=True)]
     same, overall = best(ceiling, "1 session"), best(ceiling)
     for r in rows:
         r["ratio_one_session"] = r["throughput_rps"] / same
         r["ratio_best_layout"] = r["throughput_rps"] / overall
     single_ms = min(r["p50_ms"] for r in ceiling if r["layout"] == "1 session" and r["batch"] == 1)
-    report(rows, ceiling, single_ms, entry.manifest.version, notes, args.out)
+    active = "CUDAExecutionProvider" if provider == "cuda" else "CPUExecutionProvider"
+    notes.insert(
+        0,
+        f"Provider: {active} in every contender and in the ceiling; the service's batching delay "
+        f"{service_env['RESMTNET_MAX_DELAY_MS']} ms, largest batch {max_batch}.",
+    )
+    report(rows, ceiling, single_ms, entry.manifest.version, notes, args.out, stem)
     plot_sweep(
         rows,
         {"in-process, 1 session": same, "in-process, best layout": overall},
-        f"res_mtnet {entry.manifest.version} on {machine()}",
-        args.out / "serve-latest.png",
+        f"res_mtnet {entry.manifest.version}, {provider}, on {machine()}",
+        args.out / f"{stem}.png",
     )
 
 
-def report(rows: list[dict], ceiling: list[dict], single_ms: float, version: str, notes: list[str], out: Path) -> None:
+def report(
+    rows: list[dict],
+    ceiling: list[dict],
+    single_ms: float,
+    version: str,
+    notes: list[str],
+    out: Path,
+    stem: str = "serve-latest",
+) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     lines = [
         f"# Service vs onnxruntime in-process and peers, res_mtnet {version}, {stamp}",
@@ -222,8 +306,12 @@ def report(rows: list[dict], ceiling: list[dict], single_ms: float, version: str
         ),
         "",
         "Ratios: '1 session' divides by one in-process session with all the threads (the layout a lone request "
-        "gets); 'best layout' by the best of every layout above (the service runs single-threaded sessions side by "
-        "side under load, RESMTNET_SOLO_SESSION).",
+        "gets); 'best layout' by the best of every layout above"
+        + (
+            " (the service runs single-threaded sessions side by side under load, RESMTNET_SOLO_SESSION)."
+            if len({c["layout"] for c in ceiling}) > 1
+            else " (one session here, as the service keeps one per GPU: both ratios are the same)."
+        ),
         "",
         f"Single-patch in-process latency (1 session, all threads, p50): {single_ms:.2f} ms.",
         "",
@@ -258,9 +346,9 @@ def report(rows: list[dict], ceiling: list[dict], single_ms: float, version: str
     text = "\n".join(lines)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "serve-latest.md").write_text(text)
+    (out / f"{stem}.md").write_text(text)
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with (out / "serve-latest.csv").open("w", newline="") as f:
+    with (out / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

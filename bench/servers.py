@@ -48,7 +48,7 @@ def running(contender: Contender, env_extra: dict[str, str], timeout_s: float = 
         **os.environ,
         "RESMTNET_HOST": "127.0.0.1",
         "RESMTNET_PORT": str(port),
-        "RESMTNET_PROVIDER": "cpu",
+        "RESMTNET_PROVIDER": "cpu",  # the benchmark's --provider cuda overrides it through env_extra
         "RESMTNET_LOG_LEVEL": "warning",
         **env_extra,
         **contender.env,
