@@ -36,7 +36,10 @@ def open_session(entry: ModelEntry, workers: int = 1) -> ort.InferenceSession:
     providers = ["CPUExecutionProvider"]
     if os.environ.get("RESMTNET_PROVIDER") == "cuda":
         providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=providers)
+    session = ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=providers)
+    if session.get_providers()[0] != providers[0]:  # a peer quietly on CPU would make the CUDA sweep meaningless
+        raise RuntimeError(f"onnxruntime did not activate {providers[0]} (active: {session.get_providers()[0]})")
+    return session
 
 
 def prepare(npy: bytes, spacing: str, manifest: Manifest) -> np.ndarray:

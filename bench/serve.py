@@ -60,7 +60,8 @@ DEFAULTS = {
 
 
 def resolve_provider(setting: str, available: list[str]) -> str:
-    """ "cuda" or "cpu" for the --provider setting; cuda asked for but missing is an error, not a quiet CPU run."""
+    """The provider to run, cuda or cpu, for the --provider setting; cuda asked for but missing is an error, not a quiet
+    CPU run."""
     if setting == "cuda" and CUDA not in available:
         raise SystemExit(
             f"--provider cuda, but onnxruntime offers only {', '.join(available)}: install onnxruntime-gpu"

@@ -8,7 +8,6 @@ import pytest
 
 from bench import serve
 from bench.inprocess import open_session
-from bench.peer_model import worker_threads
 from service.runtime.store import resolve
 
 
@@ -61,11 +60,3 @@ def test_the_cuda_sweep_measures_the_ceiling_at_larger_batches():
 def test_the_machine_line_names_the_gpu_or_its_absence(monkeypatch):
     monkeypatch.setattr(serve.shutil, "which", lambda name: None)
     assert "no GPU" in serve.machine()
-
-
-def test_peer_workers_share_the_cores_unless_threads_are_set(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert worker_threads(0, 1) == 8
-    assert worker_threads(0, 2) == 4
-    assert worker_threads(0, 16) == 1
-    assert worker_threads(3, 2) == 3
