@@ -26,7 +26,7 @@ command -v $(1) >/dev/null 2>&1 || { \
   fi; }
 endef
 
-.PHONY: run test train bench bench-dicom soak lint clean promtool dcmtk
+.PHONY: run test train bench bench-cuda bench-dicom soak lint clean promtool dcmtk
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,18 @@ train: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) -m bench.serve
 
+# The same sweep on CUDA, on a GPU node: its own environment with onnxruntime-gpu (no torch, no CPU onnxruntime);
+# concurrency 1..128, batches up to 64; writes bench/results/serve-latest-cuda.{md,csv,png}.
+GPU_VENV ?= .venv-gpu
+$(GPU_VENV)/.bench: pyproject.toml
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install --quiet -e ".[gpu,bench]"
+	touch $@
+
+bench-cuda: $(GPU_VENV)/.bench
+	$(GPU_VENV)/bin/python -m bench.serve --provider cuda
+
 # CT upload: a 300-slice 512 x 512 series with one nodule, upload-to-answer through the real server vs SimpleITK reading
 # it; writes bench/results/dicom-latest.md.
 bench-dicom: $(VENV)/.dev
@@ -85,4 +97,4 @@ soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(GPU_VENV) .cache .pytest_cache .ruff_cache .mypy_cache

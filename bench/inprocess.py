@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.runtime.session import preload_cuda_libraries
+
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -19,6 +21,8 @@ def open_session(model: Path, threads: int, provider: str = "cpu") -> ort.Infere
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = [CUDA, CPU] if provider == "cuda" else [CPU]
+    if provider == "cuda":
+        preload_cuda_libraries()  # CUDA and cuDNN from the onnxruntime-gpu extras' wheels, as the service does
     session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
     if session.get_providers()[0] != providers[0]:
         raise RuntimeError(f"onnxruntime did not activate {providers[0]} (active: {session.get_providers()[0]})")

@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from service.imaging.preprocess import preprocess, volume_center_vox
 from service.runtime.manifest import Manifest
+from service.runtime.session import preload_cuda_libraries
 from service.runtime.store import ModelEntry, resolve
 
 
@@ -36,6 +37,7 @@ def open_session(entry: ModelEntry, workers: int = 1) -> ort.InferenceSession:
     providers = ["CPUExecutionProvider"]
     if os.environ.get("RESMTNET_PROVIDER") == "cuda":
         providers.insert(0, "CUDAExecutionProvider")
+        preload_cuda_libraries()
     session = ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=providers)
     if session.get_providers()[0] != providers[0]:  # a peer quietly on CPU would make the CUDA sweep meaningless
         raise RuntimeError(f"onnxruntime did not activate {providers[0]} (active: {session.get_providers()[0]})")

@@ -61,7 +61,7 @@ def _providers(setting: str) -> list[str]:
     return [CPU]
 
 
-def _preload_cuda_libraries() -> None:
+def preload_cuda_libraries() -> None:
     """Load CUDA and cuDNN from the nvidia-* wheels that onnxruntime-gpu[cuda,cudnn] installs (make run on a host
     with only the NVIDIA driver); a no-op where the libraries come from the system, as in the CUDA base image."""
     preload = getattr(ort, "preload_dlls", None)
@@ -94,7 +94,7 @@ def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, sp
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     requested = _providers(provider)
     if CUDA in requested:
-        _preload_cuda_libraries()
+        preload_cuda_libraries()
     session = ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=requested)
     _check_shapes(entry.manifest.inputs, session.get_inputs(), "input")
     _check_shapes(entry.manifest.outputs, session.get_outputs(), "output")
