@@ -8,18 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.runtime.session import preload_cuda_libraries
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+from service.runtime.session import CPU, CUDA, preload_cuda_libraries
 
 
-def open_session(model: Path, threads: int, provider: str = "cpu") -> ort.InferenceSession:
-    """A session as the service opens it; on provider "cuda" it must really run on CUDA, or this raises."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+def session_on(provider: str, model: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    """The session on CUDA for provider "cuda", else on CPU. A session that fell back to CPU raises: a contender or
+    ceiling quietly on CPU would make the CUDA sweep meaningless."""
     providers = [CUDA, CPU] if provider == "cuda" else [CPU]
     if provider == "cuda":
         preload_cuda_libraries()  # CUDA and cuDNN from the onnxruntime-gpu extras' wheels, as the service does
@@ -27,6 +21,15 @@ def open_session(model: Path, threads: int, provider: str = "cpu") -> ort.Infere
     if session.get_providers()[0] != providers[0]:
         raise RuntimeError(f"onnxruntime did not activate {providers[0]} (active: {session.get_providers()[0]})")
     return session
+
+
+def open_session(model: Path, threads: int, provider: str = "cpu") -> ort.InferenceSession:
+    """A session as the service opens it, on the given provider."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return session_on(provider, model, options)
 
 
 def measure(session: ort.InferenceSession, batch: int, size: int, seconds: float = 5.0) -> dict[str, float]:

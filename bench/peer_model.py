@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from bench.inprocess import session_on
 from service.imaging.preprocess import preprocess, volume_center_vox
 from service.runtime.manifest import Manifest
-from service.runtime.session import preload_cuda_libraries
 from service.runtime.store import ModelEntry, resolve
 
 
@@ -34,14 +34,7 @@ def open_session(entry: ModelEntry, workers: int = 1) -> ort.InferenceSession:
     options.intra_op_num_threads = worker_threads(int(os.environ.get("RESMTNET_INTRA_OP_THREADS", "0")), workers)
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if os.environ.get("RESMTNET_PROVIDER") == "cuda":
-        providers.insert(0, "CUDAExecutionProvider")
-        preload_cuda_libraries()
-    session = ort.InferenceSession(str(entry.onnx_path), sess_options=options, providers=providers)
-    if session.get_providers()[0] != providers[0]:  # a peer quietly on CPU would make the CUDA sweep meaningless
-        raise RuntimeError(f"onnxruntime did not activate {providers[0]} (active: {session.get_providers()[0]})")
-    return session
+    return session_on(os.environ.get("RESMTNET_PROVIDER", "cpu"), entry.onnx_path, options)
 
 
 def prepare(npy: bytes, spacing: str, manifest: Manifest) -> np.ndarray:

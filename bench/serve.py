@@ -28,11 +28,12 @@ import numpy as np
 import onnxruntime as ort
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.inprocess import CUDA, measure, measure_parallel, open_session
+from bench.inprocess import measure, measure_parallel, open_session
 from bench.load import multipart_request, run_load
 from bench.peer_model import worker_threads
 from bench.plot import plot_sweep
 from bench.servers import REPO, Contender, running
+from service.runtime.session import CPU, CUDA
 from service.runtime.store import resolve
 from training.data.phantoms import lung_background, paint_nodule, sample_nodule, scanner
 
@@ -247,7 +248,10 @@ def main(argv: list[str] | None = None) -> None:
         return multipart_request("127.0.0.1", port, "/predict", npy, spacing)
 
     rows: list[dict] = []
-    notes: list[str] = []
+    notes = [
+        f"Provider: {CUDA if provider == 'cuda' else CPU} in every contender and in the ceiling; the service's "
+        f"batching delay {service_env['RESMTNET_MAX_DELAY_MS']} ms, largest batch {max_batch}."
+    ]
     for key in args.contenders:
         contender = CONTENDERS[key]
         extra = {**service_env, **dict(kv.split("=", 1) for kv in args.env)} if key == "service" else {}
@@ -269,12 +273,6 @@ def main(argv: list[str] | None = None) -> None:
         r["ratio_one_session"] = r["throughput_rps"] / same
         r["ratio_best_layout"] = r["throughput_rps"] / overall
     single_ms = min(r["p50_ms"] for r in ceiling if r["layout"] == "1 session" and r["batch"] == 1)
-    active = "CUDAExecutionProvider" if provider == "cuda" else "CPUExecutionProvider"
-    notes.insert(
-        0,
-        f"Provider: {active} in every contender and in the ceiling; the service's batching delay "
-        f"{service_env['RESMTNET_MAX_DELAY_MS']} ms, largest batch {max_batch}.",
-    )
     report(rows, ceiling, single_ms, entry.manifest.version, notes, args.out, stem)
     plot_sweep(
         rows,
