@@ -20,6 +20,8 @@ from service.errors import NotAcceptable, UnusableInput
 from service.runtime.manifest import Manifest
 
 UNCERTAINTY_PARAM = "uncertainty"
+FORMAT_PARAM = "format"
+FORMATS = {"json": False, "sr": True}  # ?format= value: whether the answer is a DICOM SR
 DICOM = "application/dicom"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -37,7 +39,12 @@ def plan(request: Request, settings: Settings, clinical: Any, nodules: int, seri
     """Read `?uncertainty=` against RESMTNET_UNCERTAINTY, and validate the `clinical` member (422s); a patch
     request that will take nothing but a DICOM SR gets a 406."""
     if not series:
-        sr, json_ok = sr_preferred(request.headers.get("accept"))
+        if request.query_params.get(FORMAT_PARAM, "").strip().lower() == "sr":
+            raise UnusableInput(
+                f"{FORMAT_PARAM}=sr (a DICOM SR) answers CT series uploads only: a patch has no DICOM study to refer "
+                f"to; leave {FORMAT_PARAM} out or send {FORMAT_PARAM}=json"
+            )
+        sr, json_ok = answer_format(request)
         if sr and not json_ok:
             raise NotAcceptable(
                 f"a DICOM SR ({DICOM}) answers CT series uploads only: a patch has no DICOM study to refer to; "
@@ -77,6 +84,18 @@ def _accept_q(accept: str) -> dict[str, float]:
         if media:
             out[media.lower()] = max(q, out.get(media.lower(), 0.0))
     return out
+
+
+def answer_format(request: Request) -> tuple[bool, bool]:
+    """(answer with a DICOM SR, JSON is acceptable): `?format=sr` or `?format=json` when given (for clients that
+    cannot set headers), else the Accept header."""
+    asked = request.query_params.get(FORMAT_PARAM)
+    if asked is not None and asked.strip():
+        value = asked.strip().lower()
+        if value not in FORMATS:
+            raise UnusableInput(f"query parameter {FORMAT_PARAM} must be json or sr; got {asked[:20]!r}")
+        return FORMATS[value], not FORMATS[value]
+    return sr_preferred(request.headers.get("accept"))
 
 
 def sr_preferred(accept: str | None) -> tuple[bool, bool]:

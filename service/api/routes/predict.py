@@ -55,9 +55,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _ERRORS[200] = {
     "content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}}},
-    "description": "JSON; or, for a CT series with Accept: application/dicom, a DICOM Comprehensive 3D SR",
+    "description": "JSON; or, for a CT series with Accept: application/dicom or ?format=sr, a DICOM 3D SR",
 }
 _BODY = {
+    "parameters": [
+        {
+            "name": "uncertainty",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["true", "false"]},
+            "description": "malignancy_uncertainty over flipped views (default: RESMTNET_UNCERTAINTY)",
+        },
+        {
+            "name": "format",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["json", "sr"]},
+            "description": "json, or sr for a DICOM SR (CT series only); overrides the Accept header",
+        },
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -68,7 +84,7 @@ _BODY = {
             },
             "application/json": {"schema": JsonPatchRequest.model_json_schema()},
         },
-    }
+    },
 }
 
 

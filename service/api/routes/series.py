@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from service.api.answers import answer, nodule_result
-from service.api.clinical import DICOM, add_clinical, plan, run_nodules, sr_preferred
+from service.api.clinical import DICOM, add_clinical, answer_format, plan, run_nodules
 from service.api.multipart import Part
 from service.clinical.brock import PatientFactors
 from service.dicom.centers import parse_centers
@@ -107,10 +107,10 @@ async def predict_series(
     request: Request, state: ServiceState, item: SeriesInput, started: float, deadline: float
 ) -> Response:
     """Prepare the series off the event loop, then batch every nodule's cube; one result per centre, in order.
-    JSON, or a DICOM SR when the client prefers application/dicom."""
+    JSON, or a DICOM SR when the client prefers application/dicom or sends ?format=sr."""
     assert state.batcher is not None and state.model is not None
     manifest = state.model.manifest
-    sr, _ = sr_preferred(request.headers.get("accept"))
+    sr, _ = answer_format(request)
     # Everything that can be refused without the series is refused before it is prepared.
     n_centers = len(parse_centers(item.centers, state.settings.dicom_max_nodules))
     asks = plan(request, state.settings, item.clinical, nodules=n_centers, series=True)

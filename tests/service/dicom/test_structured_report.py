@@ -3,6 +3,7 @@ value equal to the JSON answer, checked by dcmtk's dsrdump, and nothing of the p
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -140,6 +141,34 @@ def test_a_patch_that_only_takes_an_sr_gets_406_and_one_that_also_takes_json_get
         "/predict", files=files, data={"spacing": "1,1,1"}, headers={"Accept": f"{DICOM}, application/json;q=0.5"}
     )
     assert both.status_code == 200 and both.headers["content-type"] == "application/json"
+
+
+def test_format_parameter_chooses_the_answer_over_the_accept_header(client, upload):
+    paths, data = upload
+    as_sr = client.post("/predict?format=sr", files=form_files(paths), data=data)
+    assert as_sr.status_code == 200 and as_sr.headers["content-type"] == DICOM
+    assert pydicom.dcmread(io.BytesIO(as_sr.content)).Modality == "SR"
+    as_json = client.post("/predict?format=JSON", files=form_files(paths), data=data, headers={"Accept": DICOM})
+    assert as_json.status_code == 200 and as_json.headers["content-type"] == "application/json"
+    assert len(as_json.json()["nodules"]) == len(json.loads(data["centers"]))
+
+
+@pytest.mark.parametrize("query", ["format=xml", "format=dicom"])
+def test_an_unknown_format_is_refused_with_the_choices(client, upload, query):
+    paths, data = upload
+    r = client.post(f"/predict?{query}", files=form_files(paths), data=data)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "format must be json or sr" in r.json()["detail"]
+
+
+def test_format_sr_for_a_patch_is_refused_and_format_json_answers(client, hu_patch):
+    from tests.service.api.conftest import npy
+
+    files = {"patch": ("p.npy", npy(hu_patch))}
+    refused = client.post("/predict?format=sr", files=files, data={"spacing": "1,1,1"})
+    assert refused.status_code == 422 and "CT series uploads only" in refused.json()["detail"]
+    answered = client.post("/predict?format=json", files=files, data={"spacing": "1,1,1"}, headers={"Accept": DICOM})
+    assert answered.status_code == 200 and answered.json()["nodules"]
 
 
 def test_nothing_of_the_patient_is_logged_while_the_sr_is_built(client, upload, caplog):
