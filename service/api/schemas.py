@@ -146,6 +146,7 @@ class SeriesInfo(BaseModel):
     uniform_spacing: bool
     slice_thickness_mm: float | None
     orientation: Orientation
+    gantry_tilt_deg: float = Field(description="angle between the slice normal and the line of the slice origins")
     multi_frame: bool
     transfer_syntax: str
     warnings: list[str]

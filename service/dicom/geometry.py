@@ -7,7 +7,7 @@ coordinates are patient LPS millimetres (DICOM, LUNA16). This is the grid Simple
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,7 +18,9 @@ ORIENTATION_TOLERANCE = 1e-3  # direction cosines that differ less are the same 
 DUPLICATE_MM = 0.01  # slices closer than this along the normal share a position
 UNIFORM_TOLERANCE = 0.01  # relative step deviation still counted as uniform spacing
 OBLIQUE_COSINE = 0.97  # a normal further than about 14 degrees from every axis is called oblique
-MAX_SHEAR_PIXELS = 0.5  # in-plane drift of the slice origins (gantry tilt) tolerated over the whole series
+MAX_SHEAR_PIXELS = 0.5  # sideways drift of the slice origins below this over the whole series counts as none,
+# and a drift that departs from a straight line by more is refused (slices of different stacks)
+MAX_TILT_DEGREES = 30.0  # CT gantries tilt at most about 30 degrees
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class SeriesGeometry:
     slice_mm: np.ndarray
     rows: int
     columns: int
+    drift: np.ndarray = field(default_factory=lambda: np.zeros(3))  # sideways mm of a slice origin per mm along n
 
     @property
     def slices(self) -> int:
@@ -57,12 +60,26 @@ class SeriesGeometry:
     def spacing_zyx(self) -> tuple[float, float, float]:
         return self.slice_step, self.row_spacing, self.column_spacing
 
+    @property
+    def tilt_degrees(self) -> float:
+        """The gantry tilt: the angle between the slice normal and the line the slice origins follow."""
+        return float(np.degrees(np.arctan(np.linalg.norm(self.drift))))
+
+    @property
+    def drift_pixels(self) -> tuple[float, float]:
+        """The drift of a slice's origin per mm along the normal, in (rows, columns)."""
+        rows = float(self.drift @ self.col_dir) / self.row_spacing
+        return rows, float(self.drift @ self.row_dir) / self.column_spacing
+
     def world_to_voxel(self, xyz: np.ndarray) -> np.ndarray:
-        """Fractional (i, j, k) of an LPS point; k interpolates between the true slice positions."""
+        """Fractional (i, j, k) of an LPS point; k interpolates between the true slice positions, (i, j) are in the
+        frame of a slice at the point's own position along the normal."""
         d = np.asarray(xyz, dtype=np.float64) - self.origin
+        along = float(d @ self.normal)
+        d = d - along * self.drift
         i = float(d @ self.row_dir) / self.column_spacing
         j = float(d @ self.col_dir) / self.row_spacing
-        k = float(fractional_indices(np.array([d @ self.normal]), self.slice_mm)[0])
+        k = float(fractional_indices(np.array([along]), self.slice_mm)[0])
         return np.array([i, j, k])
 
     def voxel_to_world(self, ijk: np.ndarray) -> np.ndarray:
@@ -72,7 +89,7 @@ class SeriesGeometry:
             self.origin
             + i * self.column_spacing * self.row_dir
             + j * self.row_spacing * self.col_dir
-            + self.slice_position(k) * self.normal
+            + self.slice_position(k) * (self.normal + self.drift)
         )
 
     def slice_position(self, k: float) -> float:
@@ -111,21 +128,32 @@ def sort_positions(positions: np.ndarray, normal: np.ndarray) -> tuple[np.ndarra
     return order, along[order]
 
 
-def check_shear(positions: np.ndarray, normal: np.ndarray, spacing: tuple[float, float]) -> None:
-    """Refuse slices whose origins drift sideways (gantry tilt, or slices of different stacks): the grid would
-    be sheared, and a nodule's position wrong by more than half a pixel somewhere."""
+def fit_drift(positions: np.ndarray, normal: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """The sideways drift of the slice origins per mm along the normal (a gantry tilt; zero when it stays under
+    half a pixel over the series). Refused when the origins do not follow one straight line (slices of different
+    stacks) or the tilt is steeper than a gantry tilts."""
     d = positions - positions[0]
     along = d @ normal
     sideways = d - np.outer(along, normal)
-    drift = np.linalg.norm(sideways, axis=1)
-    worst = int(np.argmax(drift))
-    if drift[worst] > MAX_SHEAR_PIXELS * min(spacing):
-        angle = float(np.degrees(np.arctan2(drift[worst], abs(along[worst])))) if along[worst] else 90.0
+    if float(np.max(np.linalg.norm(sideways, axis=1))) <= MAX_SHEAR_PIXELS * min(spacing):
+        return np.zeros(3)
+    drift = (along @ sideways) / float(along @ along)
+    off_line = np.linalg.norm(sideways - np.outer(along, drift), axis=1)
+    worst = int(np.argmax(off_line))
+    if off_line[worst] > MAX_SHEAR_PIXELS * min(spacing):
         raise UnusableInput(
-            f"the slices are sheared: their origins drift {drift[worst]:.2f} mm sideways over "
-            f"{abs(along[worst]):.1f} mm along the slice normal (a gantry tilt of about {angle:.1f} degrees, or "
-            "slices of different stacks); resample the series to an untilted grid before sending it"
+            f"the slice origins do not follow one line: slice {worst + 1} (in order along the normal) lies "
+            f"{off_line[worst]:.2f} mm off the line the others follow; the series mixes slices of different "
+            "stacks. Send one stack"
         )
+    angle = float(np.degrees(np.arctan(np.linalg.norm(drift))))
+    if angle > MAX_TILT_DEGREES:
+        raise UnusableInput(
+            f"the slice origins drift {np.linalg.norm(drift):.2f} mm sideways per mm along the slice normal, a "
+            f"gantry tilt of {angle:.1f} degrees; at most {MAX_TILT_DEGREES:g} degrees are taken. Check "
+            "ImagePositionPatient and ImageOrientationPatient"
+        )
+    return drift
 
 
 def build(
@@ -135,6 +163,7 @@ def build(
     slice_mm: np.ndarray,
     rows: int,
     columns: int,
+    drift: np.ndarray | None = None,
 ) -> SeriesGeometry:
     row, col, normal = directions(orientation)
     return SeriesGeometry(
@@ -147,4 +176,5 @@ def build(
         slice_mm=np.asarray(slice_mm, dtype=np.float64) - float(slice_mm[0]),
         rows=rows,
         columns=columns,
+        drift=np.zeros(3) if drift is None else np.asarray(drift, dtype=np.float64),
     )

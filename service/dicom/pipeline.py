@@ -14,7 +14,7 @@ from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
 from service.dicom.sources import SeriesLimits, collect
 from service.errors import PayloadTooLarge
-from service.imaging.preprocess import axis_support, fractional_indices, lowpass_sigmas, resample_at, window
+from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resample_at, sheared_support, window
 from service.runtime.manifest import Preprocessing
 
 
@@ -67,21 +67,26 @@ def prepare(
 
 def _nodule(center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:
     """The model's cube around one centre: sample positions along the normal at the true slice positions, in-plane
-    on the pixel grid; only the slices, rows and columns the resampling reads are decoded."""
+    on the pixel grid (each slice's own, shifted, with a gantry tilt); only the slices, rows and columns the
+    resampling reads are decoded."""
     geo = series.geometry
     offsets = (np.arange(spec.patch_size) - (spec.patch_size - 1) / 2.0) * spec.spacing_mm
     i, j, k = (float(v) for v in center.voxel)
+    along = geo.slice_position(k)
     positions = [
-        fractional_indices(geo.slice_position(k) + offsets, geo.slice_mm),
+        fractional_indices(along + offsets, geo.slice_mm),
         j + offsets / geo.row_spacing,
         i + offsets / geo.column_spacing,
     ]
+    shifts = None
+    if np.any(geo.drift):  # (i, j) are in the frame of a slice at the centre; slice m's frame is offset from it
+        shifts = np.outer(along - geo.slice_mm, geo.drift_pixels)
     sigmas = lowpass_sigmas(geo.spacing_zyx, spec)
-    shape = (geo.slices, geo.rows, geo.columns)
-    support = [axis_support(pos, sigma, n) for pos, sigma, n in zip(positions, sigmas, shape, strict=True)]
+    support = sheared_support(positions, sigmas, (geo.slices, geo.rows, geo.columns), shifts)
     region, padded = reader.region(*support)
     local = [pos - first for pos, (first, _) in zip(positions, support, strict=True)]
-    cube, covered = resample_at(region, local, sigmas, spec)
+    local_shifts = None if shifts is None else shifts[support[0][0] : support[0][1]]
+    cube, covered = resample_at(region, local, sigmas, spec, local_shifts)
     warnings = list(series.warnings)
     if covered < 0.999:
         warnings.append(

@@ -69,6 +69,7 @@ class Series:
                 "column": [round(float(v), 5) for v in g.col_dir],
                 "normal": [round(float(v), 5) for v in g.normal],
             },
+            "gantry_tilt_deg": round(g.tilt_degrees, 2),
             "multi_frame": self.slices[0].frame is not None,
             "transfer_syntax": _syntax_name(self.slices[0].transfer_syntax),
             "warnings": list(self.warnings),
@@ -216,9 +217,15 @@ def _sort(slices: list[SliceHeader], notes: list[str]) -> tuple[list[SliceHeader
     if len(keep) < 2:
         raise UnusableInput(f"too few slices: the series has {len(keep)}; a volume needs at least 2")
     chosen = order[keep]
-    geometry.check_shear(positions[chosen], normal, first.pixel_spacing)
+    drift = geometry.fit_drift(positions[chosen], normal, first.pixel_spacing)
     geo = geometry.build(
-        positions[chosen[0]], first.orientation, first.pixel_spacing, along[keep], first.rows or 0, first.columns or 0
+        positions[chosen[0]],
+        first.orientation,
+        first.pixel_spacing,
+        along[keep],
+        first.rows or 0,
+        first.columns or 0,
+        drift,
     )
     return [slices[n] for n in chosen], geo
 
@@ -256,6 +263,11 @@ def _quality(slices: list[SliceHeader], geo: SeriesGeometry) -> list[str]:
         warnings.append(
             f"slice spacing is not uniform ({steps.min():g} to {steps.max():g} mm): the patch was resampled at the "
             "true slice positions"
+        )
+    if geo.tilt_degrees > 0:
+        warnings.append(
+            f"gantry tilt of {geo.tilt_degrees:.1f} degrees: each slice was read at its own sideways offset; the "
+            "patch's axes follow the image plane, which is tilted by that angle from the scanner's table axis"
         )
     gaps = np.flatnonzero(steps > GAP_FACTOR * step)
     if gaps.size:

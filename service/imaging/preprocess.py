@@ -79,10 +79,20 @@ def fractional_indices(sample_mm: np.ndarray, axis_mm: np.ndarray) -> np.ndarray
 
 
 def resample_at(
-    volume: np.ndarray, positions: Sequence[np.ndarray], sigmas: Sequence[float], spec: Preprocessing
+    volume: np.ndarray,
+    positions: Sequence[np.ndarray],
+    sigmas: Sequence[float],
+    spec: Preprocessing,
+    shifts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """The cube sampled at the given per-axis fractional input indices (ascending), low-pass filtered with sigmas
-    (input voxels), and the fraction of it inside the volume; outside, spec.fill_hu."""
+    (input voxels), and the fraction of it inside the volume; outside, spec.fill_hu.
+
+    `shifts` (n_z, 2), when given, moves the in-plane positions of each input slice by its own (rows, columns):
+    slice m is read at positions[1] + shifts[m, 0] and positions[2] + shifts[m, 1] (a sheared, gantry-tilted
+    stack of slices)."""
+    if shifts is not None and np.any(shifts):
+        return _resample_sheared(volume, positions, sigmas, spec, np.asarray(shifts, dtype=np.float64))
     size = spec.patch_size
     lo, hi, coords, inside = [], [], [], 1.0
     for axis, (pos, sigma) in enumerate(zip(positions, sigmas, strict=True)):
@@ -104,6 +114,60 @@ def resample_at(
         valid = weights[0][1][:, None, None] & weights[1][1][None, :, None] & weights[2][1][None, None, :]
         cube = np.where(valid, cube, np.float32(spec.fill_hu))
     return np.ascontiguousarray(cube, dtype=np.float32), inside
+
+
+def sheared_support(
+    positions: Sequence[np.ndarray], sigmas: Sequence[float], shape: Sequence[int], shifts: np.ndarray | None
+) -> list[tuple[int, int]]:
+    """axis_support of each axis when slice m is read at its own in-plane shifts[m] (None: no shifts)."""
+    z = axis_support(positions[0], sigmas[0], shape[0])
+    out = [z]
+    for axis in (1, 2):
+        pos = np.asarray(positions[axis], dtype=np.float64)
+        if shifts is not None and z[1] > z[0]:
+            moved = shifts[z[0] : z[1], axis - 1]
+            pos = np.array([pos[0] + moved.min(), pos[-1] + moved.max()])
+        out.append(axis_support(pos, sigmas[axis], shape[axis]))
+    return out
+
+
+def _resample_sheared(
+    volume: np.ndarray,
+    positions: Sequence[np.ndarray],
+    sigmas: Sequence[float],
+    spec: Preprocessing,
+    shifts: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    """resample_at with per-slice in-plane shifts: each input slice is resampled in-plane at its own positions,
+    then the slices are combined along z."""
+    size = spec.patch_size
+    pos_z, pos_y, pos_x = (np.asarray(p, dtype=np.float64) for p in positions)
+    support = sheared_support(positions, sigmas, volume.shape, shifts)
+    if any(b <= a for a, b in support):
+        return np.full((size,) * 3, spec.fill_hu, dtype=np.float32), 0.0
+    (z0, z1), (y0, y1), (x0, x1) = support
+    region = np.asarray(volume[z0:z1, y0:y1, x0:x1], dtype=np.float32)
+    wz, _ = _cached_axis_weights(z1 - z0, (pos_z - z0).tobytes(), float(sigmas[0]))
+    wy = np.zeros((z1 - z0, size, y1 - y0), dtype=np.float32)
+    wx = np.zeros((z1 - z0, size, x1 - x0), dtype=np.float32)
+    for m in np.flatnonzero(np.any(wz != 0, axis=0)):  # only the slices the z weights read
+        dy, dx = shifts[z0 + m]
+        wy[m] = _cached_axis_weights(y1 - y0, (pos_y + dy - y0).tobytes(), float(sigmas[1]))[0]
+        wx[m] = _cached_axis_weights(x1 - x0, (pos_x + dx - x0).tobytes(), float(sigmas[2]))[0]
+    planes = np.matmul(wy, np.matmul(region, wx.transpose(0, 2, 1)))  # (slices, b, c)
+    cube = (wz @ planes.reshape(z1 - z0, -1)).reshape(size, size, size)
+    # Inside the volume: each output plane at the shifts of its own (fractional) slice position.
+    n_z, n_y, n_x = volume.shape
+    index = np.arange(n_z)
+    plane_dy = np.interp(pos_z, index, shifts[:, 0])
+    plane_dx = np.interp(pos_z, index, shifts[:, 1])
+    in_z = (pos_z >= -0.5) & (pos_z <= n_z - 0.5)
+    y = pos_y[None, :] + plane_dy[:, None]
+    x = pos_x[None, :] + plane_dx[:, None]
+    in_y, in_x = (y >= -0.5) & (y <= n_y - 0.5), (x >= -0.5) & (x <= n_x - 0.5)
+    valid = in_z[:, None, None] & in_y[:, :, None] & in_x[:, None, :]
+    cube = np.where(valid, cube, np.float32(spec.fill_hu))
+    return np.ascontiguousarray(cube, dtype=np.float32), float(valid.mean())
 
 
 @lru_cache(maxsize=512)

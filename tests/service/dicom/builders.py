@@ -1,5 +1,5 @@
 """Real DICOM files for the tests, written with pydicom from the chest phantoms (training.data), and variations of
-them as scanners and PACS produce: shuffled, flipped, descending, tilted, compressed, multi-frame, zipped."""
+them as scanners and PACS produce: shuffled, flipped, descending, tilted or sheared, compressed, multi-frame, zipped."""
 
 from __future__ import annotations
 
@@ -67,6 +67,23 @@ def tilt(paths: list[Path], mm_per_slice: float) -> list[Path]:
     def change(ds: Dataset, k: int) -> None:
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, round(y + k * mm_per_slice, 4), z]
+
+    return rewrite(paths, change)
+
+
+def shear(paths: list[Path], rows: int, rows_per_slice: int) -> list[Path]:
+    """Gantry tilt with the anatomy kept: slice k keeps `rows` rows from row k * rows_per_slice of the written
+    phantom, and its origin moves along y by as many rows. Every pixel stays at its true world position, so the
+    tilted series shows exactly the phantom the untilted one does (where the crop keeps it)."""
+
+    def change(ds: Dataset, k: int) -> None:
+        start = k * rows_per_slice
+        pixels = ds.pixel_array[start : start + rows]
+        assert len(pixels) == rows, "the phantom has too few rows for this crop"
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, round(y + start * float(ds.PixelSpacing[0]), 4), z]
+        ds.Rows = rows
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
 
     return rewrite(paths, change)
 

@@ -12,7 +12,7 @@ from pydicom.uid import MRImageStorage
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits, count_entries
 from service.errors import MalformedInput, PayloadTooLarge, ProblemError, UnusableInput
-from tests.service.dicom.builders import rewrite, small_chest, tilt, world_centers, write, zip_bytes
+from tests.service.dicom.builders import rewrite, small_chest, world_centers, write, zip_bytes
 from tests.service.dicom.conftest import LIMITS, run
 
 
@@ -29,11 +29,6 @@ def test_not_ct_is_refused(phantom, tmp_path):
 
     paths = rewrite(write(phantom, tmp_path), change)
     refused(UnusableInput, "not CT", paths, world_centers(phantom))
-
-
-def test_gantry_tilt_is_refused(phantom, tmp_path):
-    paths = tilt(write(phantom, tmp_path), mm_per_slice=0.2)
-    refused(UnusableInput, "gantry tilt", paths, world_centers(phantom))
 
 
 def test_missing_geometry_is_named(phantom, tmp_path):

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from service.api.schemas import PredictResponse
 from service.errors import PROBLEM_JSON
 from tests.service.api.conftest import make_client
-from tests.service.dicom.builders import form_files, small_chest, tilt, world_centers, write, zip_bytes
+from tests.service.dicom.builders import form_files, shear, small_chest, tilt, world_centers, write, zip_bytes
 
 IDENTIFYING = {
     "patient_name": "DOE^JANE^QX7",
@@ -71,9 +71,26 @@ def test_v1_route_takes_a_zip(client, phantom, series_paths):
     assert len(r.json()["nodules"]) == 1
 
 
+def test_a_gantry_tilted_upload_answers_as_its_untilted_twin(client, tmp_path):
+    chest = small_chest(4, shape=(20, 100, 64), spacing=(2.5, 0.8, 0.8), n_nodules=0)
+    x0, y0, z0 = chest.origin_xyz_mm
+    centers = [{"x": x0 + 31.5 * 0.8, "y": y0 + 49.5 * 0.8, "z": z0 + 9.5 * 2.5}]
+    straight = post(client, form_files(write(chest, tmp_path / "straight")), centers)
+    sheared = shear(write(chest, tmp_path / "sheared"), rows=80, rows_per_slice=1)
+    tilted = post(client, form_files(sheared), centers)
+    assert straight.status_code == 200 and tilted.status_code == 200, tilted.text
+    a, b = straight.json()["nodules"][0], tilted.json()["nodules"][0]
+    assert tilted.json()["series"]["gantry_tilt_deg"] == 17.74 and tilted.json()["series"]["rows"] == 80
+    assert any("gantry tilt of 17.7 degrees" in w for w in b["warnings"])
+    assert b["center"]["j"] != a["center"]["j"]  # the tilted series' own rows
+    for head in ("malignancy_raw", "nodule_type", "measurements", "attributes"):
+        assert b[head] == pytest.approx(a[head], rel=1e-4, abs=1e-4), head
+
+
 @pytest.fixture(scope="module")
 def tilted(phantom, tmp_path_factory):
-    return tilt(write(phantom, tmp_path_factory.mktemp("tilted")), 0.3)
+    """Steeper than a gantry tilts: 1 mm sideways per 1.25 mm slice, 38.7 degrees."""
+    return tilt(write(phantom, tmp_path_factory.mktemp("tilted")), 1.0)
 
 
 def _bomb() -> bytes:
@@ -90,7 +107,7 @@ def _bomb() -> bytes:
         ("damaged zip", 400, ".zip is damaged"),
         ("zip bomb", 413, "times its compressed size"),
         ("too many centers", 413, "at most 4"),
-        ("tilted", 422, "gantry tilt"),
+        ("tilted", 422, "gantry tilt of 38.7 degrees"),
         ("outside", 422, "centers[1]"),
         ("no centers", 422, "'centers' is required"),
         ("patch and series", 422, "not both"),
@@ -155,9 +172,10 @@ def test_nothing_identifying_leaves_the_service(client, tiny_store, tmp_path, ca
         post(client, form_files(paths + other), world_centers(phantom)),
         post(client, form_files(paths), world_centers(phantom), series_uid=header.SeriesInstanceUID),
         post(client, form_files(paths), world_centers(phantom), series_uid="1.2.3.4"),
-        post(client, form_files(tilt(paths, 0.4)), world_centers(phantom)),
+        post(client, form_files(tilt(paths, 0.4)), world_centers(phantom)),  # tilted: read with a warning
+        post(client, form_files(tilt(paths, 1.0)), world_centers(phantom)),  # now 1.4 mm per slice: too steep
     ]
-    assert [r.status_code for r in responses] == [200, 422, 200, 422, 422]
+    assert [r.status_code for r in responses] == [200, 422, 200, 422, 200, 422]
     seen = "\n".join(
         [r.text for r in responses]
         + [str(dict(r.headers)) for r in responses]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from service.imaging.preprocess import patch_axes_mm, preprocess, resample_patch, window
+from service.imaging.preprocess import grid_positions, patch_axes_mm, preprocess, resample_at, resample_patch, window
 from service.runtime.manifest import Preprocessing
 
 SPEC = Preprocessing(patch_size=8, spacing_mm=2.0, hu_window=(-1000.0, 400.0), fill_hu=-1000.0)
@@ -17,6 +17,24 @@ def test_resample_reproduces_a_linear_ramp_at_the_output_grid_positions():
     zz, yy, xx = np.meshgrid(*axes, indexing="ij")
     assert inside == 1.0
     np.testing.assert_allclose(cube, 3 * zz + 2 * yy - xx, atol=1e-3)
+
+
+def test_per_slice_shifts_read_each_slice_at_its_own_in_plane_offset():
+    """A sheared stack: slice m read `shifts[m]` rows and columns further. On a volume linear in the indices the
+    cube is the unshifted one plus the shift interpolated at each output plane's slice position."""
+    spacing = (2.0, 2.0, 2.0)  # the model's spacing: no low-pass, so the ramp comes back exactly
+    zi, yi, xi = np.meshgrid(np.arange(20.0), np.arange(30.0), np.arange(30.0), indexing="ij")
+    volume = (5 * zi + 2 * yi - xi).astype(np.float32)
+    shifts = np.stack([0.3 * np.arange(20) - 2.0, -0.2 * np.arange(20) + 1.0], axis=1)
+    pos = grid_positions(spacing, (9.7, 14.5, 14.5), SPEC)
+    sigmas = [0.0, 0.0, 0.0]
+    plain, _ = resample_at(volume, pos, sigmas, SPEC)
+    sheared, inside = resample_at(volume, pos, sigmas, SPEC, shifts)
+    dy, dx = (np.interp(pos[0], np.arange(20), shifts[:, n]) for n in (0, 1))
+    assert inside == 1.0
+    np.testing.assert_allclose(sheared, plain + (2 * dy - dx)[:, None, None], atol=1e-3)
+    zero, _ = resample_at(volume, pos, sigmas, SPEC, np.zeros((20, 2)))
+    np.testing.assert_array_equal(zero, plain)
 
 
 def test_patch_already_on_the_model_grid_is_only_windowed():
