@@ -58,16 +58,22 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         return body
     if coding not in ("gzip", "deflate"):
         raise MalformedInput(f"Content-Encoding {short(coding)} is not supported; send gzip, deflate or none")
-    inflater = zlib.decompressobj(wbits=31 if coding == "gzip" else 15)
-    try:
-        inflated = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise MalformedInput(f"the {coding} body cannot be decompressed: {exc}") from None
-    if len(inflated) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed request exceeds the limit of {limit} bytes")
-    if not inflater.eof:
-        raise MalformedInput(f"the {coding} body is truncated")
-    return inflated
+    inflated, rest = b"", body
+    while True:  # gzip may hold several members, one after another (RFC 1952); deflate holds one stream
+        inflater = zlib.decompressobj(wbits=31 if coding == "gzip" else 15)
+        try:
+            inflated += inflater.decompress(rest, limit + 1 - len(inflated))
+        except zlib.error as exc:
+            raise MalformedInput(f"the {coding} body cannot be decompressed: {exc}") from None
+        if len(inflated) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"the decompressed request exceeds the limit of {limit} bytes")
+        if not inflater.eof:
+            raise MalformedInput(f"the {coding} body is truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return inflated
+        if coding == "deflate":
+            raise MalformedInput(f"the deflate body has {len(rest)} bytes after its end")
 
 
 def is_count(text: str) -> bool:
@@ -132,12 +138,19 @@ def _json_data(data: Any, spec: TensorSpec, shape: list[int], count: int) -> np.
         array = np.asarray(data)
     except (ValueError, TypeError):
         raise MalformedInput(f"input {spec.name!r}: 'data' is ragged or holds values that are not numbers") from None
-    if array.dtype.kind not in "iuf":
-        raise MalformedInput(f"input {spec.name!r}: 'data' must hold numbers only (FP32)")
+    if array.dtype.kind not in "iuf" or _holds_bool(data, array.ndim):
+        raise MalformedInput(f"input {spec.name!r}: 'data' must hold numbers only (FP32), no true or false")
     if array.size != count:
         raise MalformedInput(f"input {spec.name!r} has {array.size} values; shape {shape} needs {count}")
     with np.errstate(over="ignore"):  # out-of-range values become inf, which the caller refuses
         return array.astype(WIRE_DTYPES["FP32"]).reshape(shape)
+
+
+def _holds_bool(data: list, depth: int) -> bool:
+    """Whether a regular nested list `depth` deep holds a boolean (numpy would read true as 1)."""
+    if depth <= 1:
+        return bool in map(type, data)
+    return any(_holds_bool(item, depth - 1) for item in data)
 
 
 def _input(item: Any, spec: TensorSpec, binary: memoryview, offset: int, max_batch: int) -> tuple[np.ndarray, int]:

@@ -20,3 +20,13 @@ import warnings as _warnings  # noqa: E402
 # prints warnings to stderr, the container's log: never shown. What matters about a file reaches the client as a
 # counted, value-free warning or error instead.
 _warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+_warnings.filterwarnings("ignore", module=r"highdicom(\..*)?$")  # e.g. it quotes a PatientName it finds odd
+
+import logging as _logging  # noqa: E402
+
+# pydicom also logs what it warns about (warn_and_log), and highdicom logs values too: neither reaches the service's
+# log handlers.
+for _name in ("pydicom", "highdicom"):
+    _logger = _logging.getLogger(_name)
+    _logger.propagate = False
+    _logger.setLevel(_logging.CRITICAL + 1)

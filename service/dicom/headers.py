@@ -111,8 +111,10 @@ def read_headers(
             common = _common(n, found.values, sop_class, found.transfer_syntax)
             header = _single(n, found.values, common)
             if found.pixel_length is not None:
+                assert found.pixel_offset is not None
+                _check_complete(n, header, found.pixel_offset + found.pixel_length, len(data))
                 header = replace(header, pixel_offset=found.pixel_offset, pixel_length=found.pixel_length)
-            out.append(header)
+            out.append(_check_complete(n, header))
             continue
         except NotSimple:
             pass
@@ -122,12 +124,25 @@ def read_headers(
             continue
         budget = None if max_images is None else max_images - len(out)
         try:
-            out.extend(_slices(n, ds, sop_class, budget))
+            out.extend(_check_complete(n, h) for h in _slices(n, ds, sop_class, budget))
         except ProblemError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged sequence read lazily; its message may quote values
             raise MalformedInput(f"series file {n + 1} has damaged functional groups ({type(exc).__name__})") from None
     return out
+
+
+def _check_complete(n: int, header: SliceHeader, pixels_end: int = 0, size: int = 0) -> SliceHeader:
+    """Refuse a file that ends before its pixel data does, or holds no image header at all (cut short early)."""
+    if pixels_end > size:
+        raise MalformedInput(
+            f"series file {n + 1} is truncated: its pixel data needs {pixels_end} bytes, the file has {size}"
+        )
+    if not header.sop_class and not header.modality:
+        raise MalformedInput(
+            f"series file {n + 1} holds no image header (no SOP class, no modality): a truncated or empty file?"
+        )
+    return header
 
 
 def _read(n: int, data: bytes | memoryview) -> Dataset:
@@ -184,7 +199,7 @@ def _single(n: int, ds: Any, common: dict[str, Any]) -> SliceHeader:
         orientation=_floats(n, ds, "ImageOrientationPatient", 6),
         position=_floats(n, ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
         thickness=_float(n, ds, "SliceThickness"),
-        slope=_float(n, ds, "RescaleSlope") or 1.0,
+        slope=_slope(n, ds),
         intercept=_float(n, ds, "RescaleIntercept") or 0.0,
         **common,
     )
@@ -211,7 +226,7 @@ def _frame(n: int, ds: Dataset, common: dict[str, Any], f: int, shared: Any, ite
         orientation=_floats(n, orientation or ds, "ImageOrientationPatient", 6),
         position=_floats(n, position or ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
         thickness=_float(n, measures or ds, "SliceThickness"),
-        slope=_float(n, values or ds, "RescaleSlope") or 1.0,
+        slope=_slope(n, values or ds),
         intercept=_float(n, values or ds, "RescaleIntercept") or 0.0,
         **common,
     )
@@ -252,6 +267,16 @@ def _float(n: int, ds: Any, keyword: str) -> float | None:
     if not math.isfinite(out):
         raise UnusableInput(f"series file {n + 1}: {keyword} is not finite")
     return out
+
+
+def _slope(n: int, ds: Any) -> float:
+    """RescaleSlope, 1 when absent; CT stores HU with a positive slope, so zero or negative is refused."""
+    slope = _float(n, ds, "RescaleSlope")
+    if slope is None:
+        return 1.0
+    if slope <= 0:
+        raise UnusableInput(f"series file {n + 1}: RescaleSlope {slope:g} is not positive; CT values need one above 0")
+    return slope
 
 
 def _floats(n: int, ds: Any, keyword: str, count: int) -> tuple[float, ...] | None:

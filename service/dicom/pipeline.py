@@ -3,6 +3,7 @@ decoded and resampled to the model's cube with the single copy of preprocessing 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,8 @@ from service.dicom.headers import SliceHeader, read_headers
 from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
 from service.dicom.sources import SeriesLimits, collect
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, UnusableInput
+from service.imaging.formats import check_ct_range
 from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resample_at, sheared_support, window
 from service.runtime.manifest import Preprocessing
 
@@ -60,12 +62,12 @@ def prepare(
     series.warnings[:0] = upload.notes
     located = [centres.locate(n, system, values, series.geometry) for n, (system, values) in enumerate(requested)]
     reader = SliceReader(upload.files, series.slices, spec.fill_hu)
-    nodules = [_nodule(center, series, reader, spec) for center in located]
+    nodules = [_nodule(n, center, series, reader, spec) for n, center in enumerate(located)]
     source = SeriesSource(upload.files, series.slices) if keep_source else None
     return PreparedSeries(nodules, series.summary(), reader.decoded_slices, source)
 
 
-def _nodule(center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:
+def _nodule(n: int, center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:
     """The model's cube around one centre: sample positions along the normal at the true slice positions, in-plane
     on the pixel grid (each slice's own, shifted, with a gantry tilt); only the slices, rows and columns the
     resampling reads are decoded."""
@@ -84,6 +86,7 @@ def _nodule(center: centres.Center, series: Series, reader: SliceReader, spec: P
     sigmas = lowpass_sigmas(geo.spacing_zyx, spec)
     support = sheared_support(positions, sigmas, (geo.slices, geo.rows, geo.columns), shifts)
     region, padded = reader.region(*support)
+    hounsfield = _check_hounsfield(n, region)
     local = [pos - first for pos, (first, _) in zip(positions, support, strict=True)]
     local_shifts = None if shifts is None else shifts[support[0][0] : support[0][1]]
     cube, covered = resample_at(region, local, sigmas, spec, local_shifts)
@@ -97,13 +100,19 @@ def _nodule(center: centres.Center, series: Series, reader: SliceReader, spec: P
         warnings.append(
             f"the patch reaches outside the scanner's field of view (pixel padding), filled with {spec.fill_hu:g} HU"
         )
-    _check_hounsfield(region, warnings)
+    warnings.extend(hounsfield)
     return PreparedNodule(window(cube, spec), center.as_dict(), warnings)
 
 
-def _check_hounsfield(region: np.ndarray, warnings: list[str]) -> None:
-    low = float(region.min())
+def _check_hounsfield(n: int, region: np.ndarray) -> list[str]:
+    """Refuse values no CT holds in HU (a wrong RescaleSlope or RescaleIntercept); warn where no lung is seen."""
+    low, high = float(region.min()), float(region.max())
+    what = f"the series' values (after RescaleSlope and RescaleIntercept) around centers[{n}]"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UnusableInput(f"{what} overflow: RescaleSlope or RescaleIntercept is far outside any CT's")
+    check_ct_range(low, high, what)
     if low > -500:
-        warnings.append(
+        return [
             f"no value below -500 HU around this nodule (lowest {low:g}): no lung here, or a wrong rescale intercept"
-        )
+        ]
+    return []

@@ -42,8 +42,9 @@ class SliceReader:
             raw, mask = self._slice(n)
             h = self._slices[n]
             crop = raw[j[0] : j[1], i[0] : i[1]]
-            np.multiply(crop, np.float32(h.slope), out=out[n - k[0]], casting="unsafe")
-            out[n - k[0]] += np.float32(h.intercept)
+            with np.errstate(over="ignore", invalid="ignore"):  # a wild rescale: refused by the caller's HU check
+                np.multiply(crop, np.float32(h.slope), out=out[n - k[0]], casting="unsafe")
+                out[n - k[0]] += np.float32(h.intercept)
             if mask is not None:
                 hit = mask[j[0] : j[1], i[0] : i[1]]
                 if hit.any():

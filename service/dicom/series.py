@@ -118,7 +118,7 @@ def _ct_images(headers: list[SliceHeader], notes: list[str]) -> list[SliceHeader
         if h.modality == "CT" and (h.sop_class in CT_CLASSES or not h.sop_class):
             ct.append(h)
         else:
-            other[h.modality or _syntax_name(h.sop_class) or "unknown"] += 1
+            other[_kind(h)] += 1
     if not ct:
         found = ", ".join(f"{kind} ({n})" for kind, n in other.most_common(5))
         raise UnusableInput(f"not CT: the upload holds no CT image (found {found}); send a CT series")
@@ -277,6 +277,22 @@ def _quality(slices: list[SliceHeader], geo: SeriesGeometry) -> list[str]:
             f"(median step {step:g} mm): missing slices?"
         )
     return warnings
+
+
+# DICOM's defined terms for Modality (PS3.3 C.7.3.1.1.1) that an upload may hold beside CT: named in errors. Any
+# other value is file content, never echoed.
+MODALITIES = frozenset(
+    "AR ASMT AU BDUS BI BMD CR CT DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER KO LEN LS MG MR M3D NM OAM "
+    "OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTPLAN RTRECORD RTSTRUCT "
+    "RWV SEG SM SMR SR SRF STAIN TG US VA XA XC".split()
+)
+
+
+def _kind(h: SliceHeader) -> str:
+    """What a non-CT object is, in words safe to echo: a defined Modality term, else its SOP class's name."""
+    if h.modality in MODALITIES:
+        return h.modality
+    return _syntax_name(h.sop_class) or "unknown"
 
 
 def _syntax_name(uid: str) -> str:

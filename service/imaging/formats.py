@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,9 @@ MAX_NPY_HEADER = 65536  # numpy itself refuses headers over 10,000 bytes by defa
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 _ALLOWED_KINDS = {"i", "u", "f"}
+CT_RANGE_HU = (-4000.0, 60000.0)  # beyond these no CT value in HU lies, whatever the scanner
+# A decimal number as text: ASCII digits only (float() would also take "1_0" as 10 and other scripts' digits).
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
 def read_npy(data: bytes | memoryview, max_voxels: int) -> np.ndarray:
@@ -65,10 +69,16 @@ def _parse_header(raw: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
     """The header's dtype, shape and order; cached, since clients send the same shapes again and again."""
     try:
         header = ast.literal_eval(raw.decode("latin1"))
-        dtype = np.dtype(header["descr"])
-        shape = tuple(int(n) for n in header["shape"])
-        fortran = bool(header["fortran_order"])
-    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError) as exc:
+        descr, shape = header["descr"], tuple(header["shape"])
+        if not isinstance(descr, str | list):
+            raise TypeError("descr")
+        if not all(type(n) is int for n in shape):
+            raise MalformedInput("the .npy header's shape must be whole numbers")
+        dtype = np.dtype(descr)
+        fortran = header["fortran_order"]
+        if not isinstance(fortran, bool):
+            raise TypeError("fortran_order")
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError, OverflowError) as exc:
         raise MalformedInput(f"the .npy header cannot be read: {type(exc).__name__}") from None
     if any(n < 0 for n in shape):
         raise MalformedInput("the .npy header has a negative dimension")
@@ -91,13 +101,28 @@ def check_hounsfield(volume: np.ndarray) -> list[str]:
             f"patch values span {low:g}..{high:g}; expected Hounsfield units (air about -1000, lung about "
             "-850, soft tissue 0..100): send HU, not normalised intensities"
         )
-    if low < -4000 or high > 60000:
-        raise UnusableInput(f"patch values span {low:g}..{high:g}, outside any CT range in HU")
+    check_ct_range(low, high, "patch values")
     if low > -500:
         return [
             f"no value below -500 HU (lowest {low:g}): no lung in the patch, or the rescale intercept was not applied"
         ]
     return []
+
+
+def check_ct_range(low: float, high: float, what: str) -> None:
+    """Refuse values that no CT image in HU holds (a wrong rescale, or not HU at all)."""
+    if low < CT_RANGE_HU[0] or high > CT_RANGE_HU[1]:
+        raise UnusableInput(
+            f"{what} span {low:g}..{high:g}, outside any CT range in HU ({CT_RANGE_HU[0]:g}..{CT_RANGE_HU[1]:g})"
+        )
+
+
+def decimal(text: str) -> float:
+    """A number written in ASCII decimal notation; ValueError for anything else."""
+    text = text.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(text)
+    return float(text)
 
 
 def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, float]:
@@ -125,7 +150,7 @@ def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, floa
         try:
             if isinstance(item, bool):
                 raise ValueError
-            v = float(item)
+            v = decimal(item) if isinstance(item, str) else float(item)
         except (TypeError, ValueError, OverflowError):
             raise UnusableInput(f"{name} along {axis} is not a number: {str(item)[:20]!r}") from None
         if not math.isfinite(v) or v <= 0:
@@ -197,12 +222,39 @@ def read_json_request(body: bytes) -> tuple[np.ndarray, Any, Any, Any]:
         raise UnusableInput(f"unknown fields: {', '.join(sorted(unknown))[:200]}")
     if "patch" not in doc:
         raise UnusableInput('"patch" is required: a 3-D array of HU values, axes (z, y, x)')
+    return _json_patch(doc["patch"]), doc.get("spacing"), doc.get("center"), doc.get("clinical")
+
+
+def _json_patch(value: Any) -> np.ndarray:
+    """The JSON "patch" member as float32, refused unless every value is a number within the CT range."""
     try:
-        patch = np.asarray(doc["patch"], dtype=np.float32)
+        patch = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
         raise UnusableInput('"patch" must be a regular 3-D array of numbers (every row the same length)') from None
     if patch.ndim != 3:
         raise UnusableInput(f"the patch must be 3-D with axes (z, y, x); got {patch.ndim} dimension(s)")
     if patch.size == 0:
         raise UnusableInput(f"the patch has no voxels (shape {patch.shape})")
-    return patch, doc.get("spacing"), doc.get("center"), doc.get("clinical")
+    if patch.dtype.kind not in "iuf" or any(bool in map(type, row) for plane in value for row in plane):
+        raise UnusableInput(f'"patch" values must all be numbers (HU); it holds {_not_a_number(value)}')
+    if patch.dtype.kind == "f" and not np.isfinite(patch).all():
+        bad = int(patch.size - np.count_nonzero(np.isfinite(patch)))
+        raise UnusableInput(f"the patch contains {bad} values beyond any finite number (NaN, Infinity, 1e400)")
+    check_ct_range(float(patch.min()), float(patch.max()), "patch values")
+    return patch.astype(np.float32)
+
+
+def _not_a_number(value: list) -> str:
+    """What the first value of a regular 3-D list that is not a number is, in words (no value quoted)."""
+    for item in (item for plane in value for row in plane for item in row):
+        if item is None:
+            return "null"
+        if isinstance(item, bool):
+            return "true or false"
+        if isinstance(item, str):
+            return "text"
+        if isinstance(item, int) and not CT_RANGE_HU[0] <= item <= CT_RANGE_HU[1]:
+            return "an integer too large for any HU value"
+        if not isinstance(item, int | float):
+            return "an object" if isinstance(item, dict) else "an array"
+    return "values that are not numbers"

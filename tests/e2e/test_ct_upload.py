@@ -27,6 +27,14 @@ def test_ct_upload_over_http_and_nothing_identifying_in_the_process_output(tiny_
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("x.dcm", b"\0" * (8 << 20))
+    # A one-part PatientName (highdicom warns, quoting it) and an unknown character set (pydicom warns and logs it).
+    odd = write(
+        phantom,
+        tmp_path / "odd",
+        patient_name="ZZ9MONONYM",
+        extra={"SpecificCharacterSet": "ZZ9CHARSET", "PatientName": "ZZ9MONONYM"},
+    )
+    secrets += ["ZZ9MONONYM", "ZZ9CHARSET"]
     log = tmp_path / "server.log"
     centers = {"centers": json.dumps(world_centers(phantom))}
     with server_with_log(tiny_store, log, log_level="debug", dicom_max_bytes=str(4 << 20)) as url:
@@ -38,12 +46,16 @@ def test_ct_upload_over_http_and_nothing_identifying_in_the_process_output(tiny_
             f"{url}/predict", files=[("series", ("b.zip", bomb.getvalue(), "application/zip"))], data=centers
         )
         outside = httpx.post(f"{url}/predict", files=form_files(paths), data={"centers": '[{"i": 1, "j": 1, "k": 99}]'})
+        sr = httpx.post(
+            f"{url}/predict", files=form_files(odd), data=centers, headers={"Accept": "application/dicom"}, timeout=60
+        )
         metrics = httpx.get(f"{url}/metrics").text
     assert files.status_code == 200, files.text
     assert zipped.status_code == 200, zipped.text
     assert files.json()["nodules"][0]["center"] == pytest.approx(zipped.json()["nodules"][0]["center"])
     assert too_big.status_code == 413 and "compressed size" in too_big.json()["detail"]
     assert outside.status_code == 422 and "centers[0]" in outside.json()["detail"]
+    assert sr.status_code in (200, 422), sr.text
     written = log.read_text(errors="replace")
     assert written.strip(), "the server wrote nothing at debug level"
     for secret in secrets:

@@ -15,13 +15,13 @@ from service.state import ServiceState
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: load balancers that probe without a body
 async def healthz() -> dict[str, str]:
     """The process is alive and answering."""
     return {"status": "alive"}
 
 
-@router.get("/readyz", responses={503: {"content": {"application/problem+json": {}}}})
+@router.api_route("/readyz", methods=["GET", "HEAD"], responses={503: {"content": {"application/problem+json": {}}}})
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """The model is loaded, verified and warmed, on the provider the settings require."""
     if not state.ready or state.model is None:

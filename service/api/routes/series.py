@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from service.api.answers import answer, nodule_result
 from service.api.clinical import DICOM, add_clinical, answer_format, plan, run_nodules
 from service.api.multipart import Part
+from service.api.v2_tensors import is_count
 from service.clinical.brock import PatientFactors
 from service.dicom.centers import parse_centers
 from service.dicom.elements import ElementScan
@@ -77,10 +78,13 @@ def _choice(index: str | None, uid: str | None) -> SeriesChoice:
     if index is not None and uid is not None:
         raise UnusableInput("give series_index or series_uid, not both")
     if index is not None:
+        text = index.strip()
         try:
-            return SeriesChoice(index=int(index.strip()))
+            if not is_count(text):
+                raise ValueError(text)
+            return SeriesChoice(index=int(text))
         except ValueError:
-            raise UnusableInput("series_index must be an integer (0 for the first series in the upload)") from None
+            raise UnusableInput("series_index must be a whole number (0 for the first series in the upload)") from None
     if uid is not None:
         uid = uid.strip()
         if not uid or len(uid) > 64:

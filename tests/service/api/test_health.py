@@ -30,6 +30,8 @@ def test_healthz_and_readyz_when_loaded(client):
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["provider"] == "CPUExecutionProvider"
     assert ready["model"]["version"] == TEST_VERSION
+    for path in ("/healthz", "/readyz"):  # load balancers probe with HEAD too
+        assert client.head(path).status_code == 200
 
 
 def test_metrics_cover_requests_stages_batches_and_model_info(client, hu_patch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -160,6 +161,12 @@ def _with(x: np.ndarray, **changes) -> dict:
         pytest.param(_with(patches(1), name="image"), "unknown input 'image'", id="unknown-input"),
         pytest.param(_with(patches(1), data=[0.5] * 100), "'data' has 100 items", id="element-count"),
         pytest.param(_with(patches(1), data=["a"] * 32768), "numbers only", id="strings"),
+        pytest.param(_with(patches(1), data=[True] + [0.5] * 32767), "no true or false", id="a-boolean-among-numbers"),
+        pytest.param(
+            _with(patches(1), data=[[[[[0.5] * 31 + [False]] * 32] * 32]]),
+            "no true or false",
+            id="a-boolean-nested",
+        ),
         pytest.param(_with(patches(5), shape=[5, 1, 32, 32, 32]), "batch size 5 is outside 1 to 4", id="batch"),
         pytest.param(_with(patches(1)) | {"outputs": [{"name": "age"}]}, "unknown output 'age'", id="output"),
         pytest.param(_with(patches(1), parameters={"shared_memory_region": "r"}), "'shared_memory_region'", id="shm"),
@@ -215,6 +222,12 @@ def test_compressed_bodies_and_the_requests_own_timeout(client):
     r = client.post(INFER, content=gzip.compress(text), headers={"content-encoding": "gzip"})
     assert r.status_code == 200, r.text
     assert_v2_error(client.post(INFER, content=text, headers={"content-encoding": "br"}), 400, "not supported")
+    members = gzip.compress(text[:100]) + gzip.compress(text[100:])  # RFC 1952: members one after another
+    assert client.post(INFER, content=members, headers={"content-encoding": "gzip"}).status_code == 200
+    junk = gzip.compress(text) + b"junk"
+    assert_v2_error(client.post(INFER, content=junk, headers={"content-encoding": "gzip"}), 400, "decompressed")
+    deflated = zlib.compress(text) + b"junk"
+    assert_v2_error(client.post(INFER, content=deflated, headers={"content-encoding": "deflate"}), 400, "after its end")
     assert infer_json(client, x, parameters={"timeout": 0}).status_code == 200  # 0: no timeout of its own
     assert_v2_error(infer_json(client, x, parameters={"timeout": 1}), 504, "deadline")  # 1 microsecond
 

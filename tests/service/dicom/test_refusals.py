@@ -31,6 +31,35 @@ def test_not_ct_is_refused(phantom, tmp_path):
     refused(UnusableInput, "not CT", paths, world_centers(phantom))
 
 
+def test_a_modality_outside_dicoms_defined_terms_is_never_echoed(phantom, tmp_path):
+    paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "Modality", "ZZSECRETMOD"))
+    error = refused(UnusableInput, "not CT", paths, world_centers(phantom))
+    assert "ZZSECRETMOD" not in error.detail and "CT Image Storage (40)" in error.detail
+
+
+@pytest.mark.parametrize(
+    ("rescale", "fragment"),
+    [
+        ({"RescaleIntercept": "-10000000"}, "outside any CT range in HU"),
+        ({"RescaleIntercept": "10000000"}, "outside any CT range in HU"),
+        ({"RescaleSlope": "1e300"}, "overflow"),
+        ({"RescaleSlope": "0"}, "RescaleSlope 0 is not positive"),
+        ({"RescaleSlope": "-1"}, "RescaleSlope -1 is not positive"),
+    ],
+)
+def test_a_rescale_that_cannot_give_hu_is_refused(phantom, tmp_path, rescale, fragment):
+    """The same check as for patches: a 200 on such values would erase or invert the nodule."""
+    paths = write(phantom, tmp_path, extra=rescale)
+    refused(UnusableInput, fragment, paths, world_centers(phantom))
+
+
+@pytest.mark.parametrize(("keep", "fragment"), [(400, "holds no image header"), (2000, "is truncated")])
+def test_a_truncated_slice_is_named_not_ignored(phantom, tmp_path, keep, fragment):
+    paths = write(phantom, tmp_path)
+    paths[-1].write_bytes(paths[-1].read_bytes()[:keep])
+    refused(MalformedInput, f"series file {len(paths)} {fragment}", paths, world_centers(phantom))
+
+
 def test_missing_geometry_is_named(phantom, tmp_path):
     paths = write(phantom, tmp_path)
     rewrite(paths[5:7], lambda ds, _: delattr(ds, "ImagePositionPatient"))

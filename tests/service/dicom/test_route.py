@@ -113,7 +113,7 @@ def _bomb() -> bytes:
         ("patch and series", 422, "not both"),
         ("series as text", 422, "must be file parts"),
         ("unknown field", 422, "unknown form field"),
-        ("bad series_index", 422, "series_index must be an integer"),
+        ("bad series_index", 422, "series_index must be a whole number"),
         ("both selectors", 422, "not both"),
         ("two series", 422, "holds 2 CT series"),
     ],

@@ -92,7 +92,11 @@ def test_parse_spacing_accepts_text_and_json(text):
         ("1,0,1", "along y must be positive"),
         ("1,-2,1", "along y must be positive"),
         ("1,1,abc", "along x is not a number"),
-        ("nan,1,1", "along z must be positive and finite"),
+        ("nan,1,1", "along z is not a number"),
+        ("1_0,1,1", "along z is not a number"),  # float() would read 10
+        ("\uff11,1,1", "along z is not a number"),  # a fullwidth digit
+        (["inf", 1, 1], "along z is not a number"),
+        ([float("inf"), 1, 1], "along z must be positive and finite"),
         ("1,1,50", "at most"),
         ([True, 1, 1], "along z is not a number"),
     ],
@@ -152,3 +156,43 @@ def test_absurd_json_numbers_and_nesting_are_refused():
         parse_voxel_center({"i": 10**400, "j": 1, "k": 1}, (4, 4, 4))
     with pytest.raises(UnusableInput):
         parse_voxel_center("[" * 100_000, (4, 4, 4))
+
+
+def _npy_with_header(header: str) -> bytes:
+    raw = header.encode("latin1")
+    raw += b" " * (63 - len(raw) - 10) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(raw).to_bytes(2, "little") + raw + b"\0" * 64
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "{'descr': '<i2', 'fortran_order': False, 'shape': (1e400, 1, 1), }",  # int(inf) used to escape as a 500
+        "{'descr': '<i2', 'fortran_order': False, 'shape': (2.5, 2, 2), }",
+        "{'descr': '<i2', 'fortran_order': False, 'shape': (True, 2, 2), }",
+        "{'descr': None, 'fortran_order': False, 'shape': (2, 2, 2), }",  # numpy would take None as float64
+        "{'descr': '<i2', 'fortran_order': 'no', 'shape': (2, 2, 2), }",
+    ],
+)
+def test_npy_headers_with_odd_values_are_malformed_input(header):
+    with pytest.raises(MalformedInput, match="header"):
+        read_npy(_npy_with_header(header), 10_000)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ("[[[1e39, -1000]]]", r"span -1000..1e\+39, outside any CT range"),
+        ("[[[1e400, -1000]]]", "1 values beyond any finite number"),
+        ("[[[null, -1000]]]", "holds null"),
+        ('[[["-1000", -1000]]]', "holds text"),
+        ("[[[true, -1000]]]", "holds true or false"),
+        ("[[[-1000, false]]]", "holds true or false"),
+        ("[[[" + "9" * 60 + ", -1000]]]", "an integer too large"),
+        ("[[[{}, -1000]]]", "an object"),
+    ],
+)
+def test_json_patch_values_that_are_not_hu_numbers_are_named(patch, message):
+    body = ('{"patch": ' + patch + ', "spacing": [1, 1, 1]}').encode()
+    with pytest.raises(UnusableInput, match=message):
+        read_json_patch(body)
