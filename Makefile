@@ -62,7 +62,7 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check service training tests bench
 	$(PY) -m mypy service
 
-# Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). About an hour on 2 CPU cores.
+# Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). 45 to 60 minutes on 2 CPU cores.
 train: $(VENV)/.dev
 	$(PY) -m training.train --data-root $(DATA) --out checkpoints $(TRAIN_ARGS)
 	$(PY) -m training.evaluate --checkpoint checkpoints/last.pt --data-root $(DATA) \

@@ -180,3 +180,38 @@ def read_series_hu(folder: Path) -> tuple[np.ndarray, tuple[float, float, float]
     origin = positions[0] + np.minimum(0.0, (cols - 1) * sx * row) + np.minimum(0.0, (rows - 1) * sy * col)
     x, y, z = (float(v) for v in origin)
     return np.ascontiguousarray(hu), (sz, sy, sx), (x, y, z)
+
+
+def demo(folder: Path, seed: int, nodules: int, archive: Path | None = None) -> list[dict[str, float]]:
+    """A synthetic 80-slice 512 x 512 chest CT (1.25 x 0.7 x 0.7 mm) written to folder, optionally zipped too; the
+    nodules' world centres (LPS mm) as the service's `centers` takes them."""
+    from training.data.chest import render_chest
+
+    phantom = render_chest(seed, shape=(80, 512, 512), spacing=(1.25, 0.7, 0.7), n_nodules=nodules,
+                           diameter_range=(6.0, 20.0))  # fmt: skip
+    paths = write_series(phantom, folder)
+    if archive is not None:
+        import zipfile
+
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+            for path in paths:
+                out.write(path, path.name)
+    return [{"x": round(x, 1), "y": round(y, 1), "z": round(z, 1)} for x, y, z in phantom.nodule_world_xyz]
+
+
+def main() -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Write a synthetic chest CT series to try the CT upload with.")
+    parser.add_argument("folder", type=Path, help="where the DICOM files go (created)")
+    parser.add_argument("--zip", type=Path, default=None, help="also write them as one .zip here")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--nodules", type=int, default=2)
+    args = parser.parse_args()
+    centers = demo(args.folder, args.seed, args.nodules, args.zip)
+    print(json.dumps(centers))  # the `centers` field of an upload
+
+
+if __name__ == "__main__":
+    main()

@@ -97,3 +97,29 @@ def test_identifying_fields_are_present(phantom, tmp_path):
         assert (str(ds.PatientName), ds.PatientID, ds.AccessionNumber) == ("DOE^JANE", "MRN-0042", "A9")
         assert ds.PatientBirthDate == "19580317" and ds.StudyDate == "20240102"
         assert ds.InstitutionName == "PHANTOM GENERAL HOSPITAL"
+
+
+def test_the_readme_demo_series_command_writes_a_series_and_prints_its_centres(tmp_path):
+    """`python -m training.data.dicom_series series --zip scan.zip`, as the README's CT upload examples use it."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import REPO
+
+    command = ["-m", "training.data.dicom_series", str(tmp_path / "series"), "--zip", str(tmp_path / "s.zip")]
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    centers = json.loads(done.stdout)
+    assert centers == [{"x": 61.4, "y": 10.8, "z": -47.3}, {"x": -61.5, "y": 43.5, "z": -95.3}]  # the README's
+    files = sorted((tmp_path / "series").iterdir())
+    assert len(files) == 80 and len(zipfile.ZipFile(tmp_path / "s.zip").namelist()) == 80
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert (first.Rows, first.Columns) == (512, 512)
