@@ -24,6 +24,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"float32": "FP32"}  # manifest dtype -> protocol datatype
 WIRE_DTYPES = {"FP32": np.dtype("<f4")}
 UNSUPPORTED_PARAMETERS = ("shared_memory_region", "classification")
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_MEMBERS = 4096
+INFLATE_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -58,22 +61,30 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         return body
     if coding not in ("gzip", "deflate"):
         raise MalformedInput(f"Content-Encoding {short(coding)} is not supported; send gzip, deflate or none")
-    inflated, rest = b"", body
-    while True:  # gzip may hold several members, one after another (RFC 1952); deflate holds one stream
+    view, parts, size, pos = memoryview(body), [], 0, 0
+    for _ in range(MAX_GZIP_MEMBERS):  # gzip may hold several members one after another (RFC 1952); deflate one
         inflater = zlib.decompressobj(wbits=31 if coding == "gzip" else 15)
-        try:
-            inflated += inflater.decompress(rest, limit + 1 - len(inflated))
-        except zlib.error as exc:
-            raise MalformedInput(f"the {coding} body cannot be decompressed: {exc}") from None
-        if len(inflated) > limit or inflater.unconsumed_tail:
-            raise PayloadTooLarge(f"the decompressed request exceeds the limit of {limit} bytes")
-        if not inflater.eof:
-            raise MalformedInput(f"the {coding} body is truncated")
-        rest = inflater.unused_data
-        if not rest:
-            return inflated
-        if coding == "deflate":
-            raise MalformedInput(f"the deflate body has {len(rest)} bytes after its end")
+        while not inflater.eof:  # fed in bounded chunks, so that no step copies the rest of the body
+            if pos >= len(view):
+                raise MalformedInput(f"the {coding} body is truncated")
+            chunk = view[pos : pos + INFLATE_CHUNK]
+            pos += len(chunk)
+            try:
+                out = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error as exc:
+                raise MalformedInput(f"the {coding} body cannot be decompressed: {exc}") from None
+            size += len(out)
+            parts.append(out)
+            if size > limit:
+                raise PayloadTooLarge(f"the decompressed request exceeds the limit of {limit} bytes")
+        pos -= len(inflater.unused_data)
+        if pos >= len(view):
+            return b"".join(parts)
+        if coding == "deflate" or bytes(view[pos : pos + 2]) != GZIP_MAGIC:
+            if not bytes(view[pos:]).strip(b"\0\r\n\t "):  # padding, as gzip itself tolerates
+                return b"".join(parts)
+            raise MalformedInput(f"the {coding} body has {len(view) - pos} bytes after its end that are not {coding}")
+    raise MalformedInput(f"the gzip body holds more than {MAX_GZIP_MEMBERS} members")
 
 
 def is_count(text: str) -> bool:

@@ -18,6 +18,7 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
 PIXEL_DATA = 0x7FE00010
+MEDIA_STORAGE_SOP_CLASS = 0x00020002
 FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
@@ -106,7 +107,7 @@ def _address(data: bytes | memoryview) -> int:
 
 
 def _read(view: memoryview) -> Elements:
-    pos, syntax = 132, ""
+    pos, syntax, media = 132, "", ""
     while pos + 8 <= len(view):  # the file meta group: always explicit VR little endian
         if struct.unpack_from("<H", view, pos)[0] != 0x0002:
             break
@@ -115,11 +116,13 @@ def _read(view: memoryview) -> Elements:
             raise NotSimple("undefined length in the file meta group")
         if tag == 0x00020010:
             syntax = _text(view[value_at : value_at + length])[0]
+        elif tag == MEDIA_STORAGE_SOP_CLASS:
+            media = _text(view[value_at : value_at + length])[0]
         pos = value_at + length
     if syntax in DEFLATED or syntax == BIG_ENDIAN or not syntax:
         raise NotSimple("transfer syntax")
     explicit = syntax != IMPLICIT_LE
-    values: dict[str, str | list[str] | int] = {}
+    values: dict[str, str | list[str] | int] = {"MediaStorageSOPClassUID": media} if media else {}
     size = len(view)
     while pos + 8 <= size:
         tag, vr, length, value_at = _element(view, pos, explicit)

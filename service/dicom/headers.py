@@ -106,25 +106,28 @@ def read_headers(
             if frames is not None and frames != 1:
                 raise NotSimple("multi-frame")
             sop_class = str(found.values.get("SOPClassUID", "") or "")
-            if sop_class == DIRECTORY_CLASS:
+            media = str(found.values.get("MediaStorageSOPClassUID", "") or "")
+            if DIRECTORY_CLASS in (sop_class, media):
                 continue
             common = _common(n, found.values, sop_class, found.transfer_syntax)
             header = _single(n, found.values, common)
             if found.pixel_length is not None:
                 assert found.pixel_offset is not None
-                _check_complete(n, header, found.pixel_offset + found.pixel_length, len(data))
+                _check_complete(n, header, media, found.pixel_offset + found.pixel_length, len(data))
                 header = replace(header, pixel_offset=found.pixel_offset, pixel_length=found.pixel_length)
-            out.append(_check_complete(n, header))
+            out.append(_check_complete(n, header, media))
             continue
         except NotSimple:
             pass
         ds = _read(n, data)
         sop_class = str(ds.get("SOPClassUID", "") or "")
-        if sop_class == DIRECTORY_CLASS:
+        meta = getattr(ds, "file_meta", None)
+        media = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta is not None else ""
+        if DIRECTORY_CLASS in (sop_class, media):
             continue
         budget = None if max_images is None else max_images - len(out)
         try:
-            out.extend(_check_complete(n, h) for h in _slices(n, ds, sop_class, budget))
+            out.extend(_check_complete(n, h, media) for h in _slices(n, ds, sop_class, budget))
         except ProblemError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged sequence read lazily; its message may quote values
@@ -132,15 +135,16 @@ def read_headers(
     return out
 
 
-def _check_complete(n: int, header: SliceHeader, pixels_end: int = 0, size: int = 0) -> SliceHeader:
-    """Refuse a file that ends before its pixel data does, or holds no image header at all (cut short early)."""
+def _check_complete(n: int, header: SliceHeader, media: str, pixels_end: int = 0, size: int = 0) -> SliceHeader:
+    """Refuse a file that ends before its pixel data does, or whose file meta names an object (media, the
+    MediaStorageSOPClassUID) of which it holds nothing, neither SOP class nor modality: both cut short."""
     if pixels_end > size:
         raise MalformedInput(
             f"series file {n + 1} is truncated: its pixel data needs {pixels_end} bytes, the file has {size}"
         )
-    if not header.sop_class and not header.modality:
+    if media and not header.sop_class and not header.modality:
         raise MalformedInput(
-            f"series file {n + 1} holds no image header (no SOP class, no modality): a truncated or empty file?"
+            f"series file {n + 1} holds no image header (no SOP class, no modality) after its file meta: truncated?"
         )
     return header
 

@@ -15,7 +15,7 @@ from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
 from service.dicom.sources import SeriesLimits, collect
 from service.errors import PayloadTooLarge, UnusableInput
-from service.imaging.formats import check_ct_range
+from service.imaging.formats import CT_RANGE_HU, check_ct_range
 from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resample_at, sheared_support, window
 from service.runtime.manifest import Preprocessing
 
@@ -86,15 +86,15 @@ def _nodule(n: int, center: centres.Center, series: Series, reader: SliceReader,
     sigmas = lowpass_sigmas(geo.spacing_zyx, spec)
     support = sheared_support(positions, sigmas, (geo.slices, geo.rows, geo.columns), shifts)
     region, padded = reader.region(*support)
-    hounsfield = _check_hounsfield(n, region)
+    hounsfield = _check_hounsfield(n, region, spec.fill_hu)
     local = [pos - first for pos, (first, _) in zip(positions, support, strict=True)]
     local_shifts = None if shifts is None else shifts[support[0][0] : support[0][1]]
     cube, covered = resample_at(region, local, sigmas, spec, local_shifts)
     warnings = list(series.warnings)
     if covered < 0.999:
         warnings.append(
-            f"the series covers {covered:.0%} of the model's {spec.field_of_view_mm:g} mm field of view around this "
-            f"nodule; the rest was filled with {spec.fill_hu:g} HU"
+            f"the series covers {math.floor(covered * 100)}% of the model's {spec.field_of_view_mm:g} mm field of view "
+            f"around this nodule; the rest was filled with {spec.fill_hu:g} HU"
         )
     if padded:
         warnings.append(
@@ -104,15 +104,28 @@ def _nodule(n: int, center: centres.Center, series: Series, reader: SliceReader,
     return PreparedNodule(window(cube, spec), center.as_dict(), warnings)
 
 
-def _check_hounsfield(n: int, region: np.ndarray) -> list[str]:
-    """Refuse values no CT holds in HU (a wrong RescaleSlope or RescaleIntercept); warn where no lung is seen."""
-    low, high = float(region.min()), float(region.max())
+def _check_hounsfield(n: int, region: np.ndarray, fill_hu: float) -> list[str]:
+    """Refuse values no CT holds in HU (a wrong RescaleSlope or RescaleIntercept); values below any HU but with
+    real ones beside them are padding outside the scanner's field of view without a PixelPaddingValue (often
+    -32768 or -3024 - 1024), filled like padding. Warnings for what was filled and where no lung is seen."""
     what = f"the series' values (after RescaleSlope and RescaleIntercept) around centers[{n}]"
+    low, high = float(region.min()), float(region.max())
     if not (math.isfinite(low) and math.isfinite(high)):
         raise UnusableInput(f"{what} overflow: RescaleSlope or RescaleIntercept is far outside any CT's")
-    check_ct_range(low, high, what)
+    warnings = []
+    if low < CT_RANGE_HU[0]:
+        below = region < CT_RANGE_HU[0]
+        if below.all():
+            check_ct_range(low, high, what)
+        region[below] = fill_hu
+        warnings.append(
+            f"{int(below.sum())} values below {CT_RANGE_HU[0]:g} HU around this nodule (padding outside the "
+            f"scanner's field of view?) were filled with {fill_hu:g} HU"
+        )
+        low = float(region.min())
+    check_ct_range(low, float(region.max()), what)
     if low > -500:
-        return [
+        warnings.append(
             f"no value below -500 HU around this nodule (lowest {low:g}): no lung here, or a wrong rescale intercept"
-        ]
-    return []
+        )
+    return warnings

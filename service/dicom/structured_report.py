@@ -8,7 +8,6 @@ them is logged. Research use: the document is marked preliminary, unverified.
 from __future__ import annotations
 
 import io
-import logging
 from typing import Any
 
 import highdicom as hd
@@ -27,9 +26,6 @@ from service.runtime.manifest import Manifest
 SCHEME = "99RESMTNET"  # local codes, where DICOM has none for what the service reports
 SERIES_NUMBER = 9901
 PROBABILITY = codes.UCUM.NoUnits
-
-# highdicom logs instance UIDs at INFO while it copies modules: keep its logger quiet.
-logging.getLogger("highdicom").setLevel(logging.ERROR)
 
 TYPE_CODES = {
     "solid": hd.sr.CodedConcept("solid", SCHEME, "Solid nodule"),
@@ -200,5 +196,5 @@ def build_report(source: SeriesSource, nodules: list[dict[str, Any]], manifest: 
     except Exception as exc:  # noqa: BLE001 - pydicom and highdicom errors may quote patient values
         raise UnusableInput(
             f"the series' headers could not be carried into a DICOM SR ({type(exc).__name__}); "
-            "ask for application/json instead"
+            "ask for JSON instead (Accept: application/json, or ?format=json)"
         ) from None

@@ -152,8 +152,8 @@ def _resample_sheared(
     wx = np.zeros((z1 - z0, size, x1 - x0), dtype=np.float32)
     for m in np.flatnonzero(np.any(wz != 0, axis=0)):  # only the slices the z weights read
         dy, dx = shifts[z0 + m]
-        wy[m] = _cached_axis_weights(y1 - y0, (pos_y + dy - y0).tobytes(), float(sigmas[1]))[0]
-        wx[m] = _cached_axis_weights(x1 - x0, (pos_x + dx - x0).tobytes(), float(sigmas[2]))[0]
+        wy[m] = axis_weights(y1 - y0, pos_y + dy - y0, float(sigmas[1]))[0]  # each slice its own: not cached
+        wx[m] = axis_weights(x1 - x0, pos_x + dx - x0, float(sigmas[2]))[0]
     planes = np.matmul(wy, np.matmul(region, wx.transpose(0, 2, 1)))  # (slices, b, c)
     cube = (wz @ planes.reshape(z1 - z0, -1)).reshape(size, size, size)
     # Inside the volume: each output plane at the shifts of its own (fractional) slice position.

@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nodules", type=int, default=2)
     args = parser.parse_args()
+    if args.folder.exists() and any(args.folder.iterdir()):
+        parser.error(f"{args.folder} is not empty: an upload of it would hold two series")
     centers = demo(args.folder, args.seed, args.nodules, args.zip)
     print(json.dumps(centers))  # the `centers` field of an upload
 

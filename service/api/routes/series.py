@@ -84,7 +84,9 @@ def _choice(index: str | None, uid: str | None) -> SeriesChoice:
                 raise ValueError(text)
             return SeriesChoice(index=int(text))
         except ValueError:
-            raise UnusableInput("series_index must be a whole number (0 for the first series in the upload)") from None
+            raise UnusableInput(
+                "series_index must be a whole number, 0 or more (0 for the first series in the upload)"
+            ) from None
     if uid is not None:
         uid = uid.strip()
         if not uid or len(uid) > 64:

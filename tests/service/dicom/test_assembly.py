@@ -130,6 +130,40 @@ def test_a_zip_gives_the_same_cube_and_other_entries_are_passed_over(phantom, se
     assert any("not DICOM" in w for w in out.series["warnings"])
 
 
+def test_a_dicomdir_sent_among_the_files_is_passed_over(phantom, series_paths, base, tmp_path):
+    """An exported folder sent file by file (the README's curl loop) holds a real DICOMDIR, whose class is only in
+    its file meta."""
+    from pydicom.fileset import FileSet
+
+    files = FileSet()
+    for path in series_paths[:3]:
+        files.add(pydicom.dcmread(path))
+    files.write(tmp_path / "export")
+    out = run([*series_paths, tmp_path / "export" / "DICOMDIR"], world_centers(phantom))
+    assert_same(out.nodules[0].cube, base.nodules[0].cube)
+
+
+def test_padding_below_any_hu_without_a_pixel_padding_value_is_filled_as_air(phantom, tmp_path):
+    """Scanners that store outside their circular field of view as -32768 without saying so (no
+    PixelPaddingValue): those pixels become -1000 HU with a warning, as if they had been declared padding."""
+
+    def outside_circle(value: int):
+        def change(ds, _):
+            pixels = ds.pixel_array.copy()
+            rows, cols = np.mgrid[: pixels.shape[0], : pixels.shape[1]]
+            pixels[(rows - 31.5) ** 2 + (cols - 31.5) ** 2 > 26.0**2] = value
+            ds.PixelData = pixels.tobytes()
+
+        return change
+
+    padded = rewrite(write(phantom, tmp_path / "padded"), outside_circle(-32768))
+    air = rewrite(write(phantom, tmp_path / "air"), outside_circle(-1000))
+    centers = [{"i": 20, "j": 20, "k": 20}]  # near the circle's edge: its cube reaches the padding
+    got, want = run(padded, centers), run(air, centers)
+    assert_same(got.nodules[0].cube, want.nodules[0].cube)
+    assert any("values below -4000 HU" in w for w in got.nodules[0].warnings)
+
+
 def test_rescale_slope_and_intercept_give_hounsfield_units(phantom, base, tmp_path):
     """Pixels stored as (HU + 1024) / 2 with slope 2 and intercept -1024 (even HU only: compare loosely)."""
 
