@@ -30,6 +30,16 @@ class Pending:
     deadline: float  # perf_counter seconds
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    request: Request | None = None  # the request it belongs to, for counting refusals once per request
+
+
+class Request:
+    """The patches one client request submits: a refusal (queue full, deadline) is counted once for all of them."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        self.refused = False
 
 
 class Worker:
@@ -164,17 +174,22 @@ class Batcher:
         for worker in [*self._workers, *([self._solo] if self._solo else [])]:
             worker.thread.shutdown(wait=True)
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, reason: str, request: Request | None) -> None:
+        if request is not None:
+            if request.refused:
+                return
+            request.refused = True
         if self.metrics:
             self.metrics.rejections.labels(reason=reason).inc()
 
-    async def submit(self, patch: np.ndarray, deadline: float) -> Prediction:
+    async def submit(self, patch: np.ndarray, deadline: float, request: Request | None = None) -> Prediction:
         """Queue one preprocessed patch and wait for its row of outputs (503 when full, 504 past deadline)."""
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        request = request or Request()
         try:
-            self._queue.put_nowait(Pending(patch, deadline, future))
+            self._queue.put_nowait(Pending(patch, deadline, future, request=request))
         except asyncio.QueueFull:
-            self._reject("queue_full")
+            self._reject("queue_full", request)
             raise Overloaded(
                 f"the model's queue is full ({self._queue.maxsize} waiting); retry later",
                 headers={"Retry-After": str(self.retry_after_s)},
@@ -186,7 +201,7 @@ class Batcher:
         except TimeoutError:
             if future.done() and not future.cancelled():  # the batcher settled it first (and counted it)
                 return future.result()
-            self._reject("deadline")
+            self._reject("deadline", request)
             raise DeadlineExceeded("the request's deadline passed before the model answered") from None
 
     async def _loop(self) -> None:
@@ -239,14 +254,14 @@ class Batcher:
                 self._idle.put_nowait(each)
 
     def _live(self, batch: list[Pending]) -> list[Pending]:
-        """Drop requests whose client is gone (future cancelled) or whose deadline has passed."""
+        """Drop patches withdrawn (future cancelled: the client left, which the HTTP layer counts, or a sibling
+        patch was refused) or past their deadline."""
         now, live = time.perf_counter(), []
         for p in batch:
-            if p.future.done():  # cancelled: its client left, or submit() already counted its deadline
-                if now < p.deadline:
-                    self._reject("client_gone")
-            elif now >= p.deadline:
-                self._reject("deadline")
+            if p.future.done():
+                continue
+            if now >= p.deadline:
+                self._reject("deadline", p.request)
                 p.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
             else:
                 live.append(p)
@@ -278,7 +293,8 @@ async def submit_all(
         )
     if len(cubes) == 1:
         return [await batcher.submit(cubes[0], deadline)]
-    tasks = [asyncio.ensure_future(batcher.submit(cube, deadline)) for cube in cubes]
+    request = Request()
+    tasks = [asyncio.ensure_future(batcher.submit(cube, deadline, request)) for cube in cubes]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:

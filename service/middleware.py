@@ -63,17 +63,22 @@ class ServiceMiddleware:
         route = _route_label(scope["path"])
         status = 500
         limit = self.max_body_bytes
+        declared = _content_length(scope)
+        body_done = not (declared or _chunked(scope))  # a request without a body has nothing left to read
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id.encode()))
+                if not body_done and not any(name.lower() == b"connection" for name, _ in headers):
+                    # answered before its body was read (an early refusal): close rather than read the rest
+                    headers.append((b"connection", b"close"))
             await send(message)
 
         held = 0  # this request's share of max_inflight_bytes
         try:
-            declared = _content_length(scope)
             if declared is not None and declared > limit:
                 await send_problem(
                     send_wrapper,
@@ -85,7 +90,6 @@ class ServiceMiddleware:
                 )
                 return
             received = 0
-            body_done = False
             body_start = asyncio.get_running_loop().time()
 
             def reserve(n_bytes: int) -> None:
@@ -150,6 +154,10 @@ def _audit(scope: Scope, request_id: str, route: str, status: int, elapsed: floa
         input_kind=state.get("input_kind"),
         nodules=state.get("nodules"),
     )
+
+
+def _chunked(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def _content_length(scope: Scope) -> int | None:

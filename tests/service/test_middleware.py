@@ -112,3 +112,36 @@ def test_a_silent_connection_declaring_a_huge_body_holds_no_budget(tiny_store, h
             files = {"patch": ("p.npy", npy(hu_patch), "application/octet-stream")}
             r = httpx.post(f"{url}/predict", files=files, data={"spacing": "1,1,1"}, timeout=10)
             assert r.status_code == 200, r.text
+
+
+def test_an_early_refusal_of_a_chunked_body_closes_the_connection_instead_of_reading_on(tiny_store):
+    """413 while a chunked body still streams in: the server says Connection: close and stops reading, rather than
+    discarding whatever the client keeps sending."""
+    with server(tiny_store, max_body_bytes="100000") as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+            answer, closed, started = b"", False, time.monotonic()
+            while not closed and time.monotonic() - started < 8:
+                try:
+                    conn.sendall(chunk)
+                except OSError:  # the server closed the connection
+                    closed = True
+                conn.setblocking(False)
+                try:
+                    data = conn.recv(65536)
+                    answer += data
+                    closed = closed or data == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+                finally:
+                    conn.setblocking(True)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"connection: close" in answer.lower()
+        assert closed, "the server kept reading a body it had refused"

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api.deps import get_state
+from service.api.disconnect import while_connected
 from service.api.v2_errors import ModelNotFound
 from service.api.v2_tensors import (
     HEADER_LENGTH,
@@ -28,7 +29,7 @@ from service.api.v2_tensors import (
     parse_infer_request,
     short,
 )
-from service.batching import submit_all
+from service.batching import Batcher, submit_all
 from service.config import Settings
 from service.errors import DeadlineExceeded, MalformedInput, NotReady, PayloadTooLarge
 from service.runtime.manifest import Manifest, TensorSpec
@@ -156,6 +157,14 @@ async def _infer(request: Request, state: ServiceState, name: str, version: str 
     body = await request.body()
     if len(body) > limit:
         raise PayloadTooLarge(f"the inference request is {len(body)} bytes; the limit is {limit} bytes")
+    return await while_connected(request, _answer(request, state, manifest, batcher, body, limit))
+
+
+async def _answer(
+    request: Request, state: ServiceState, manifest: Manifest, batcher: Batcher, body: bytes, limit: int
+) -> Response:
+    """Decode the tensors, run their rows through the batcher and encode the outputs."""
+    settings = state.settings
     arrived = time.perf_counter()  # the deadline counts from here: a slow upload link is not the service's time
     deadline = arrived + settings.request_timeout_s
     encoding, header_length = request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH)

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from service.api.answers import answer, nodule_result
 from service.api.clinical import add_clinical, plan, run_nodules
 from service.api.deps import get_state
+from service.api.disconnect import while_connected
 from service.api.multipart import Part, parse_form
 from service.api.routes.series import SERIES_FIELDS, SeriesInput, predict_series, series_from_form
 from service.api.schemas import (
@@ -215,10 +216,18 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     started = time.perf_counter()
     if not state.ready or state.batcher is None or state.model is None:
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
-    manifest = state.model.manifest
     item = await _read_patch(request, state)  # bounded in time by the middleware (RESMTNET_BODY_TIMEOUT_S)
     request.state.input_kind = _input_kind(item)  # for the audit record
     deadline = time.perf_counter() + state.settings.request_timeout_s  # a slow upload link is not our time
+    return await while_connected(request, _answer(request, state, item, started, deadline))
+
+
+async def _answer(
+    request: Request, state: ServiceState, item: PatchInput | SeriesInput, started: float, deadline: float
+) -> Response:
+    """Prepare the input, run it through the batcher and build the answer."""
+    assert state.batcher is not None and state.model is not None
+    manifest = state.model.manifest
     if isinstance(item, SeriesInput):
         return await predict_series(request, state, item, started, deadline)
     t_pre = time.perf_counter()

@@ -131,6 +131,7 @@ async def predict_series(
         async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):  # cancels acquire() cleanly
             await gate.acquire()
     except TimeoutError:
+        state.metrics.rejections.labels(reason="ct_busy").inc()
         raise Overloaded(
             "other CT uploads are being prepared; retry later",
             headers={"Retry-After": str(state.settings.retry_after_s)},

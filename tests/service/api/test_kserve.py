@@ -250,8 +250,9 @@ def test_overload_deadline_and_size_limits_answer_in_the_protocols_form(tiny_sto
         r = infer_binary(c, patches(4))  # four rows, room for two in the queue
         assert_v2_error(r, 503, "queue is full")
         assert r.headers["retry-after"] == "3"
-        assert sample(scrape(c), "resmtnet_rejections_total", reason="queue_full") == 2
+        assert sample(scrape(c), "resmtnet_rejections_total", reason="queue_full") == 1  # one request, once
         assert infer_binary(c, patches(2)).status_code == 200  # the refused request left nothing behind
+        assert not sample(scrape(c), "resmtnet_rejections_total", reason="client_gone")  # its withdrawn rows
     with make_client(tiny_store, request_timeout_s=1e-6) as c:
         assert_v2_error(infer_binary(c, patches(1)), 504, "deadline")
     with make_client(tiny_store, max_body_bytes=1000) as c:

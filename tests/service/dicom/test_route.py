@@ -211,8 +211,10 @@ def test_a_full_gate_answers_503_instead_of_waiting_past_the_deadline(tiny_store
         gate = asyncio.Semaphore(0)  # held by someone else for good
         c.app.state.dicom_gate = gate
         r = post(c, form_files(series_paths), world_centers(phantom))
+        metrics = c.get("/metrics").text
     assert_problem(r, 503, "other CT uploads are being prepared")
     assert r.headers["retry-after"]
+    assert 'resmtnet_rejections_total{reason="ct_busy"} 1.0' in metrics
 
 
 def _prepared_count(client: TestClient) -> float:
