@@ -7,24 +7,25 @@ import os
 # numpy's BLAS threads would fight onnxruntime's for the same cores; preprocessing runs in its own thread pool.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import uvicorn  # noqa: E402
-
 from service import logs  # noqa: E402
 from service.config import get_settings  # noqa: E402
 from service.main import create_app  # noqa: E402
+from service.server import guarded_protocol, serve  # noqa: E402
 
 
 def main() -> None:
     settings = get_settings()
     logs.configure(settings.log_level, json_format=settings.log_format == "json")
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    serve(
+        app,
+        app.state.service.drain,
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout_s),
         access_log=False,
         log_level=settings.log_level.lower(),
         log_config=None,  # keep the handlers logs.configure installed
-        timeout_graceful_shutdown=30,
     )
 
 

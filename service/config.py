@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1 << 30
 MiB = 1 << 20
+KiB = 1 << 10
 
 
 class Settings(BaseSettings):
@@ -77,6 +78,17 @@ class Settings(BaseSettings):
     )
     body_min_bytes_per_s: int = Field(
         64 * 1024, ge=1, description="slowest upload rate allowed once body_timeout_s is spent"
+    )
+    max_header_bytes: int = Field(
+        64 * KiB, ge=1024, description="request line and headers of one request; beyond, 431 and the connection closed"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="from connecting (or a request's first byte) to the end of its headers; past it, 408"
+    )
+    drain_uploads_s: float = Field(
+        20.0,
+        ge=0,
+        description="after SIGTERM, how long uploads still arriving have before a 503 (the server stops 30 s after)",
     )
     max_json_bytes: int = Field(64 * MiB, ge=1, description="largest application/json body")
     max_patch_voxels: int = Field(64 * MiB, ge=1, description="largest patch (voxels) accepted")

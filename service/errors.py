@@ -29,6 +29,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     499: "Client Closed Request",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -116,6 +117,18 @@ async def send_problem(
     ]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
+
+
+def problem_bytes(status: int, code: str, detail: str) -> bytes:
+    """A whole HTTP/1.1 problem+json answer that closes the connection, for the protocol layer (before any app)."""
+    title = _TITLES.get(status, "Error")
+    problem = {"type": f"urn:resmtnet:problem:{code}", "title": title, "status": status, "detail": detail}
+    body = json.dumps(problem).encode()
+    head = (
+        f"HTTP/1.1 {status} {title}\r\ncontent-type: {PROBLEM_JSON}\r\n"
+        f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def _validation_detail(exc: RequestValidationError) -> str:

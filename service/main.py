@@ -18,6 +18,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
 from service.security import SecurityMiddleware
+from service.server import Drain
 from service.state import ServiceState
 
 API_VERSION = "1.0.0"
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     """A ready-to-serve app. Nothing is loaded until the lifespan starts (never at import)."""
     settings = settings or get_settings()
     metrics = Metrics(registry or CollectorRegistry())
-    state = ServiceState(settings, metrics)
+    state = ServiceState(settings, metrics, drain=Drain(settings.drain_uploads_s))
     keys = KeyStore.from_settings(settings.api_keys, settings.api_keys_file)  # a bad entry stops the start here
 
     @asynccontextmanager
@@ -82,5 +83,6 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         body_timeout_s=settings.body_timeout_s,
         body_min_bytes_per_s=settings.body_min_bytes_per_s,
         retry_after_s=settings.retry_after_s,
+        drain=state.drain,
     )
     return app

@@ -9,9 +9,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTimeout, Overloaded, PayloadTooLarge, is_v2, send_problem
+from service.errors import BodyTimeout, NotReady, Overloaded, PayloadTooLarge, is_v2, send_problem
 from service.logs import audit, request_id_var
 from service.metrics import Metrics
+from service.server import Drain
 
 V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
 PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/infer"})
@@ -42,6 +43,7 @@ class ServiceMiddleware:
         body_timeout_s: float = 30.0,
         retry_after_s: int = 1,
         body_min_bytes_per_s: int = 64 * 1024,
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -50,6 +52,7 @@ class ServiceMiddleware:
         self.body_timeout_s = body_timeout_s
         self.body_min_bytes_per_s = body_min_bytes_per_s
         self.retry_after_s = retry_after_s
+        self.drain = drain or Drain()
         self.inflight_bytes = 0  # one event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,10 +112,17 @@ class ServiceMiddleware:
                 if body_done:  # later calls wait for a disconnect: no deadline on those
                     return await receive()
                 allowed = self.body_timeout_s + received / self.body_min_bytes_per_s
+                until, draining = body_start + allowed, self.drain.upload_deadline()
                 try:
-                    async with asyncio.timeout_at(body_start + allowed):
+                    async with asyncio.timeout_at(until if draining is None else min(until, draining)):
                         message = await receive()
                 except TimeoutError:
+                    if draining is not None and draining < until:
+                        self.metrics.rejections.labels(reason="shutting_down").inc()
+                        raise NotReady(
+                            "the service is shutting down and this upload did not finish in time; send it again",
+                            headers={"Retry-After": str(self.retry_after_s)},
+                        ) from None
                     self.metrics.rejections.labels(reason="slow_body").inc()
                     raise BodyTimeout(
                         f"the request body did not arrive in time: {received} bytes in {allowed:.3g} s, slower than "

@@ -13,6 +13,7 @@ from service.metrics import Metrics
 from service.runtime.cpus import available_cpus
 from service.runtime.session import CUDA, ModelSession, SessionError, expected_provider, open_session, warm_up
 from service.runtime.store import ModelStoreError, resolve
+from service.server import Drain
 
 log = logging.getLogger("resmtnet")
 SOLO_MAX_BATCH = 1  # the solo session takes batches of one: a lone request
@@ -58,6 +59,7 @@ class ServiceState:
     ready: bool = False
     reason: str = "starting"
     plan: WorkerPlan | None = None  # the sessions opened, once loaded
+    drain: Drain = field(default_factory=Drain)  # when shutdown began (set by the server on SIGTERM)
     preprocess_pool: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:

@@ -166,7 +166,7 @@ async def _answer(
     """Decode the tensors, run their rows through the batcher and encode the outputs."""
     settings = state.settings
     arrived = time.perf_counter()  # the deadline counts from here: a slow upload link is not the service's time
-    deadline = arrived + settings.request_timeout_s
+    deadline = state.drain.answer_deadline(arrived + settings.request_timeout_s)
     encoding, header_length = request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH)
     args = (body, encoding, header_length, manifest, settings.max_batch_size, limit)
     t_pre = time.perf_counter()

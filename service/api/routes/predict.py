@@ -218,7 +218,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
     item = await _read_patch(request, state)  # bounded in time by the middleware (RESMTNET_BODY_TIMEOUT_S)
     request.state.input_kind = _input_kind(item)  # for the audit record
-    deadline = time.perf_counter() + state.settings.request_timeout_s  # a slow upload link is not our time
+    deadline = state.drain.answer_deadline(time.perf_counter() + state.settings.request_timeout_s)  # from here
     return await while_connected(request, _answer(request, state, item, started, deadline))
 
 

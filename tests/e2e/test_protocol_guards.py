@@ -1,0 +1,106 @@
+"""The real server's HTTP layer: request headers bounded in size and in time (uvicorn's httptools parser has
+neither), and an upload still arriving after SIGTERM answered 503 before uvicorn would cancel it into a 500."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.servers import running_server, server
+
+pytestmark = pytest.mark.slow
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _read_all(conn: socket.socket, within_s: float) -> bytes:
+    """Everything the server sends until it closes the connection (or within_s passes)."""
+    conn.settimeout(within_s)
+    out = b""
+    try:
+        while chunk := conn.recv(65536):
+            out += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return out
+
+
+def _problem(answer: bytes) -> dict:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head and b"connection: close" in head.lower(), head
+    return json.loads(body)
+
+
+def test_headers_over_the_limit_get_431_and_the_connection_is_closed(tiny_store):
+    with server(tiny_store, max_header_bytes="16384") as url:
+        with _connect(url) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            try:
+                for _ in range(64):  # 4 MiB of one header that never ends, unless the server closes first
+                    conn.sendall(b"a" * 65536)
+            except OSError:
+                pass
+            answer = _read_all(conn, 5)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert "exceed 16384 bytes" in _problem(answer)["detail"]
+        assert httpx.get(f"{url}/healthz").status_code == 200  # others are served as before
+
+
+def test_headers_that_trickle_in_get_408_and_a_silent_connection_is_closed(tiny_store):
+    with server(tiny_store, header_timeout_s="1") as url:
+        with _connect(url) as slow, _connect(url) as silent:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            for _ in range(3):
+                time.sleep(0.5)
+                try:
+                    slow.sendall(b"X-More: y\r\n")
+                except OSError:
+                    break
+            answer = _read_all(slow, 5)
+            assert time.monotonic() - started < 4
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert "within 1 s" in _problem(answer)["detail"]
+            assert _read_all(silent, 5) == b""  # closed without a word
+        with httpx.Client(base_url=url) as client:  # keep-alive requests are not cut by the header timer
+            for _ in range(3):
+                assert client.get("/healthz").status_code == 200
+                time.sleep(0.6)
+
+
+def test_an_upload_still_arriving_after_sigterm_gets_503_in_time_and_nothing_is_logged_as_an_error(tiny_store):
+    with running_server(tiny_store, drain_uploads_s="1", body_min_bytes_per_s="1000") as running:
+        with _connect(running.url) as conn:
+            conn.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            )
+            conn.sendall(b"{" + b" " * 2000)
+            running.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            answer = b""
+            while b"\r\n\r\n" not in answer and time.monotonic() - started < 10:
+                try:
+                    conn.sendall(b" " * 2000)  # a slow but legitimate pace
+                except OSError:
+                    pass
+                conn.settimeout(0.2)
+                try:
+                    answer += conn.recv(65536)
+                except TimeoutError:
+                    pass
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+        assert b"retry-after" in answer.lower() and waited < 5
+        running.proc.wait(timeout=30)
+        log = running.log.read_text(errors="replace")
+    errors = [line for line in log.splitlines() if '"level":"error"' in line.replace(" ", "")]
+    assert not errors, errors
+    assert "Exception in ASGI application" not in log
