@@ -164,8 +164,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from service.security import API_CSP, SECURITY_HEADERS  # security imports this module
+
         request_id = getattr(request.state, "request_id", "unknown")
         log.error("unexpected %s in request %s", type(exc).__name__, request_id, exc_info=exc)
+        # answered outside the middlewares (by Starlette's outermost one): their headers are added here
+        headers = {name.decode(): value.decode() for name, value in [*SECURITY_HEADERS, API_CSP]}
         return problem_response(
-            500, "internal-error", f"internal error in request {request_id}", {"X-Request-ID": request_id}
+            500, "internal-error", f"internal error in request {request_id}", {**headers, "X-Request-ID": request_id}
         )

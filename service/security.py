@@ -11,13 +11,13 @@ from service.metrics import Metrics
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # Answers carry clinical results: never cached, never framed, never sniffed, no referrer.
-_HEADERS = [
+SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
-_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
 class SecurityMiddleware:
@@ -36,7 +36,7 @@ class SecurityMiddleware:
         self.open_paths = HEALTH_PATHS | (DOCS_PATHS if docs_enabled else frozenset())
         if not metrics_require_key:
             self.open_paths |= {"/metrics"}
-        self.headers = list(_HEADERS)
+        self.headers = list(SECURITY_HEADERS)
         if hsts_seconds > 0:
             self.headers.append((b"strict-transport-security", f"max-age={hsts_seconds}".encode()))
 
@@ -45,7 +45,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        extra = self.headers if path in DOCS_PATHS else [*self.headers, _API_CSP]
+        extra = self.headers if path in DOCS_PATHS else [*self.headers, API_CSP]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
