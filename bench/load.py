@@ -50,15 +50,23 @@ class LoadResult:
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One keep-alive connection; reopened, as any HTTP client does, after an answer that says Connection: close."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
         self.reader, self.writer = reader, writer
+        self.host, self.port = host, port
+        self.closing = False  # the server's last answer said Connection: close
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        return cls(reader, writer, host, port)
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
+        if self.closing:
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.closing = False
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -66,6 +74,8 @@ class Connection:
         for line in head.split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
+            elif line.lower() == b"connection: close":
+                self.closing = True
         body = await self.reader.readexactly(length)
         return status, body
 

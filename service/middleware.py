@@ -16,6 +16,9 @@ from service.server import Drain
 
 V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
 PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/infer"})
+# A body refused before it was read: the server reads and discards a rest this small to keep the connection; a
+# larger or unknown one (chunked) closes the connection instead.
+DISCARD_UNREAD_BYTES = 64 * 1024
 KNOWN_ROUTES = frozenset({"/predict", "/v1/predict", "/healthz", "/readyz", "/metrics", "/v1/models"}) | V2_ROUTES
 # Open Inference Protocol model routes: one label per kind, whatever the model name or version in the path.
 _V2_MODEL_ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?(/ready|/infer|/config)?")
@@ -67,7 +70,9 @@ class ServiceMiddleware:
         status = 500
         limit = self.max_body_bytes
         declared = _content_length(scope)
-        body_done = not (declared or _chunked(scope))  # a request without a body has nothing left to read
+        chunked = _chunked(scope)
+        body_done = not (declared or chunked)  # a request without a body has nothing left to read
+        received = 0
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -75,9 +80,11 @@ class ServiceMiddleware:
                 status = message["status"]
                 headers = message.setdefault("headers", [])
                 headers.append((b"x-request-id", request_id.encode()))
-                if not body_done and not any(name.lower() == b"connection" for name, _ in headers):
+                unread = None if chunked else (declared or 0) - received  # None: unknown, maybe endless
+                if not body_done and (unread is None or unread > DISCARD_UNREAD_BYTES):
                     # answered before its body was read (an early refusal): close rather than read the rest
-                    headers.append((b"connection", b"close"))
+                    if not any(name.lower() == b"connection" for name, _ in headers):
+                        headers.append((b"connection", b"close"))
             await send(message)
 
         held = 0  # this request's share of max_inflight_bytes
@@ -92,7 +99,6 @@ class ServiceMiddleware:
                     headers=[(b"connection", b"close")],
                 )
                 return
-            received = 0
             body_start = asyncio.get_running_loop().time()
 
             def reserve(n_bytes: int) -> None:

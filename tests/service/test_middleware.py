@@ -145,3 +145,13 @@ def test_an_early_refusal_of_a_chunked_body_closes_the_connection_instead_of_rea
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"connection: close" in answer.lower()
         assert closed, "the server kept reading a body it had refused"
+
+
+def test_a_small_unread_body_keeps_the_connection_and_a_large_one_closes_it(tiny_store):
+    with make_client(tiny_store) as client:
+        small = client.post("/predict", content=b"x" * 100, headers={"content-type": "text/plain"})
+        large = client.post("/predict", content=b"x" * 200_000, headers={"content-type": "text/plain"})
+        read = client.post("/predict", json={"patch": [[[0]]]})  # read whole, then refused: keeps it
+    assert small.status_code == large.status_code == 415 and read.status_code == 422
+    assert "connection" not in small.headers and "connection" not in read.headers
+    assert large.headers["connection"] == "close"
