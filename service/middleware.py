@@ -19,6 +19,7 @@ PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/inf
 # A body refused before it was read: the server reads and discards a rest this small to keep the connection; a
 # larger or unknown one (chunked) closes the connection instead.
 DISCARD_UNREAD_BYTES = 64 * 1024
+DRAIN_POLL_S = 1.0  # a body's wait is cut in slices this long, each looking whether the server began to drain
 KNOWN_ROUTES = frozenset({"/predict", "/v1/predict", "/healthz", "/readyz", "/metrics", "/v1/models"}) | V2_ROUTES
 # Open Inference Protocol model routes: one label per kind, whatever the model name or version in the path.
 _V2_MODEL_ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?(/ready|/infer|/config)?")
@@ -71,6 +72,7 @@ class ServiceMiddleware:
         limit = self.max_body_bytes
         declared = _content_length(scope)
         chunked = _chunked(scope)
+        expects_continue = any(n == b"expect" and v.lower() == b"100-continue" for n, v in scope["headers"])
         body_done = not (declared or chunked)  # a request without a body has nothing left to read
         received = 0
 
@@ -81,7 +83,9 @@ class ServiceMiddleware:
                 headers = message.setdefault("headers", [])
                 headers.append((b"x-request-id", request_id.encode()))
                 unread = None if chunked else (declared or 0) - received  # None: unknown, maybe endless
-                if not body_done and (unread is None or unread > DISCARD_UNREAD_BYTES):
+                # a client waiting for 100 Continue sends nothing more: what follows would be read as its body
+                waiting = expects_continue and received == 0
+                if not body_done and (unread is None or unread > DISCARD_UNREAD_BYTES or waiting):
                     # answered before its body was read (an early refusal): close rather than read the rest
                     if not any(name.lower() == b"connection" for name, _ in headers):
                         headers.append((b"connection", b"close"))
@@ -118,11 +122,17 @@ class ServiceMiddleware:
                 if body_done:  # later calls wait for a disconnect: no deadline on those
                     return await receive()
                 allowed = self.body_timeout_s + received / self.body_min_bytes_per_s
-                until, draining = body_start + allowed, self.drain.upload_deadline()
-                try:
-                    async with asyncio.timeout_at(until if draining is None else min(until, draining)):
-                        message = await receive()
-                except TimeoutError:
+                until, loop = body_start + allowed, asyncio.get_running_loop()
+                while True:  # in slices, so that a drain begun during a long wait is seen within a slice
+                    draining = self.drain.upload_deadline()
+                    end = until if draining is None else min(until, draining)
+                    try:
+                        async with asyncio.timeout_at(min(end, loop.time() + DRAIN_POLL_S)):
+                            message = await receive()
+                        break
+                    except TimeoutError:
+                        if loop.time() < end:
+                            continue
                     if draining is not None and draining < until:
                         self.metrics.rejections.labels(reason="shutting_down").inc()
                         raise NotReady(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
@@ -44,3 +45,15 @@ async def _disconnected(receive: Receive) -> None:
     """Returns once the client has gone (the body was read whole before: receive() only waits for that)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def in_thread_to_the_end(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) in the executor. Cancelled meanwhile (the client left, the server stops), this still waits for the
+    thread to finish before passing the cancellation on: what the caller holds for it (the request body, the CT
+    gate, its share of the in-flight bytes) is released only once nothing uses it."""
+    job = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait((job,))  # the thread cannot be stopped: wait for it, whatever it ends with
+        raise

@@ -155,3 +155,13 @@ def test_a_small_unread_body_keeps_the_connection_and_a_large_one_closes_it(tiny
     assert small.status_code == large.status_code == 415 and read.status_code == 422
     assert "connection" not in small.headers and "connection" not in read.headers
     assert large.headers["connection"] == "close"
+
+
+def test_a_client_waiting_for_100_continue_is_not_left_waiting_on_an_open_connection(tiny_store):
+    """Refused before its body: the client was never told to send it, so what it sends next would be read as that
+    body. The connection is closed instead."""
+    with make_client(tiny_store) as client:
+        r = client.post(
+            "/predict", content=b"x" * 200, headers={"content-type": "text/plain", "expect": "100-continue"}
+        )
+    assert r.status_code == 415 and r.headers["connection"] == "close"

@@ -8,7 +8,6 @@ queue bound, deadlines and metrics); the outputs are the model's tensors in mani
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api.deps import get_state
-from service.api.disconnect import while_connected
+from service.api.disconnect import in_thread_to_the_end, while_connected
 from service.api.v2_errors import ModelNotFound
 from service.api.v2_tensors import (
     HEADER_LENGTH,
@@ -173,7 +172,7 @@ async def _answer(
     if _inline(body, encoding, header_length, settings):
         parsed = _prepare(*args)
     else:
-        parsed = await asyncio.get_running_loop().run_in_executor(state.preprocess_pool, _prepare, *args)
+        parsed = await in_thread_to_the_end(state.preprocess_pool, _prepare, *args)
     state.metrics.preprocess_seconds.observe(time.perf_counter() - t_pre)
     if parsed.timeout_s is not None:
         deadline = min(deadline, arrived + parsed.timeout_s)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from service.api.answers import answer, nodule_result
 from service.api.clinical import add_clinical, plan, run_nodules
 from service.api.deps import get_state
-from service.api.disconnect import while_connected
+from service.api.disconnect import in_thread_to_the_end, while_connected
 from service.api.multipart import Part, parse_form
 from service.api.routes.series import SERIES_FIELDS, SeriesInput, predict_series, series_from_form
 from service.api.schemas import (
@@ -201,7 +200,7 @@ def _input_kind(item: PatchInput | SeriesInput) -> str:
 
 
 async def _in_pool(state: ServiceState, fn, *args):
-    return await asyncio.get_running_loop().run_in_executor(state.preprocess_pool, fn, *args)
+    return await in_thread_to_the_end(state.preprocess_pool, fn, *args)
 
 
 def _center(zyx: tuple) -> dict[str, float]:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api.answers import answer, nodule_result
 from service.api.clinical import DICOM, add_clinical, answer_format, plan, run_nodules
+from service.api.disconnect import in_thread_to_the_end
 from service.api.multipart import Part
 from service.api.v2_tensors import is_count
 from service.clinical.brock import PatientFactors
@@ -138,7 +139,7 @@ async def predict_series(
         ) from None
     try:
         t_pre = time.perf_counter()
-        prepared = await asyncio.get_running_loop().run_in_executor(
+        prepared = await in_thread_to_the_end(
             None,
             prepare,
             item.files,
