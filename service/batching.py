@@ -279,6 +279,15 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def refuse_if_full(self) -> None:
+        """503 at once, before a request's body is even read, while the queue is full (counted as queue_full)."""
+        if self._queue.full():
+            self._reject("queue_full", None)
+            raise Overloaded(
+                f"the model's queue is full ({self._queue.maxsize} waiting); retry later",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+
 
 async def submit_all(
     batcher: Batcher, cubes: list[np.ndarray], deadline: float, share_limit: bool = True

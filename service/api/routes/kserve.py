@@ -148,6 +148,7 @@ async def _infer(request: Request, state: ServiceState, name: str, version: str 
     batcher = state.batcher
     if batcher is None:  # _served(ready=True) checked it; this tells mypy
         raise NotReady("the batcher is not running", headers=RETRY)
+    batcher.refuse_if_full()  # before the body is read
     settings = state.settings
     limit = _body_limit(settings, manifest)
     declared = request.headers.get("content-length", "")

@@ -215,6 +215,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     started = time.perf_counter()
     if not state.ready or state.batcher is None or state.model is None:
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
+    state.batcher.refuse_if_full()  # no upload read, no series prepared, for a queue that cannot take it
     item = await _read_patch(request, state)  # bounded in time by the middleware (RESMTNET_BODY_TIMEOUT_S)
     request.state.input_kind = _input_kind(item)  # for the audit record
     deadline = state.drain.answer_deadline(time.perf_counter() + state.settings.request_timeout_s)  # from here
