@@ -120,9 +120,8 @@ def read_headers(
         except NotSimple:
             pass
         ds = _read(n, data)
-        sop_class = str(ds.get("SOPClassUID", "") or "")
-        meta = getattr(ds, "file_meta", None)
-        media = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta is not None else ""
+        sop_class = str(_value(n, ds, "SOPClassUID") or "")
+        media = _media_class(ds)
         if DIRECTORY_CLASS in (sop_class, media):
             continue
         budget = None if max_images is None else max_images - len(out)
@@ -133,6 +132,16 @@ def read_headers(
         except Exception as exc:  # noqa: BLE001 - a damaged sequence read lazily; its message may quote values
             raise MalformedInput(f"series file {n + 1} has damaged functional groups ({type(exc).__name__})") from None
     return out
+
+
+def _media_class(ds: Dataset) -> str:
+    """MediaStorageSOPClassUID from the file meta; "" when absent or unreadable (elements are converted lazily, so a
+    damaged one raises only here)."""
+    try:
+        meta = getattr(ds, "file_meta", None)
+        return str(meta.get("MediaStorageSOPClassUID", "") or "") if meta is not None else ""
+    except Exception:  # noqa: BLE001 - a damaged meta element; its message may quote values
+        return ""
 
 
 def _check_complete(n: int, header: SliceHeader, media: str, pixels_end: int = 0, size: int = 0) -> SliceHeader:

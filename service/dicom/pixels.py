@@ -75,6 +75,11 @@ class SliceReader:
         if native is not None:
             return native
         syntax = UID(h.transfer_syntax) if h.transfer_syntax else None
+        if syntax is not None and not syntax.is_transfer_syntax:
+            raise UnusableInput(
+                f"series file {h.file + 1}: its TransferSyntaxUID is not a transfer syntax DICOM defines; send "
+                "uncompressed, JPEG Lossless, JPEG-LS, JPEG 2000 or RLE Lossless"
+            )
         if syntax is not None and syntax.is_compressed:
             decoder = _decoder(syntax)
             if decoder is None or not decoder.is_available:

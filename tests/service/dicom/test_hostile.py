@@ -10,6 +10,7 @@ import pydicom
 import pytest
 from pydicom.sequence import Sequence
 
+from service.dicom.headers import read_headers
 from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 from tests.service.dicom.builders import enhanced_ct, rewrite, world_centers, write
 from tests.service.dicom.conftest import run
@@ -164,4 +165,23 @@ def test_a_zip_bomb_is_refused_in_bounded_memory(phantom):
         archive.writestr("a.dcm", b"\0" * (1 << 30))  # 1 GiB of zeros in about 1 MB
     data = buf.getvalue()
     assert len(data) < 2 << 20
-    assert _peak_mib(lambda: run([data], world_centers(phantom))) < 16  # the limit is hit after a few MiB inflated
+    assert _peak_mib(lambda: run([data], world_centers(phantom))) < 24  # of 1 GiB: stopped after a few MiB inflated
+
+
+def test_a_damaged_file_meta_element_is_read_past_not_raised(phantom, tmp_path):
+    """MediaStorageSOPClassUID with a VR no DICOM has (found by the fuzzer): pydicom converts it lazily and raises
+    NotImplementedError on access; the header scan treats it as absent."""
+    data = bytearray(write(phantom, tmp_path)[0].read_bytes())
+    at = data.find(b"\x02\x00\x02\x00UI")
+    data[at + 4 : at + 6] = b"U\x00"
+    (header,) = read_headers([bytes(data)])
+    assert header.modality == "CT"
+
+
+def test_a_transfer_syntax_uid_that_is_no_transfer_syntax_is_unusable(phantom, tmp_path):
+    """Found by the fuzzer: pydicom raises ValueError when asked whether such a UID is compressed."""
+    paths = write(phantom, tmp_path)
+    for path in paths:
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.9\x00", 1))
+    refused(UnusableInput, "is not a transfer syntax DICOM defines", paths, world_centers(phantom))
