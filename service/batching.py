@@ -30,10 +30,10 @@ class Pending:
     deadline: float  # perf_counter seconds
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
-    request: Request | None = None  # the request it belongs to, for counting refusals once per request
+    submission: Submission | None = None  # the request it belongs to, for counting refusals once per request
 
 
-class Request:
+class Submission:
     """The patches one client request submits: a refusal (queue full, deadline) is counted once for all of them."""
 
     __slots__ = ("refused",)
@@ -174,26 +174,29 @@ class Batcher:
         for worker in [*self._workers, *([self._solo] if self._solo else [])]:
             worker.thread.shutdown(wait=True)
 
-    def _reject(self, reason: str, request: Request | None) -> None:
-        if request is not None:
-            if request.refused:
+    def _reject(self, reason: str, submission: Submission | None) -> None:
+        if submission is not None:
+            if submission.refused:
                 return
-            request.refused = True
+            submission.refused = True
         if self.metrics:
             self.metrics.rejections.labels(reason=reason).inc()
 
-    async def submit(self, patch: np.ndarray, deadline: float, request: Request | None = None) -> Prediction:
+    def _queue_full(self, submission: Submission | None) -> Overloaded:
+        self._reject("queue_full", submission)
+        return Overloaded(
+            f"the model's queue is full ({self._queue.maxsize} waiting); retry later",
+            headers={"Retry-After": str(self.retry_after_s)},
+        )
+
+    async def submit(self, patch: np.ndarray, deadline: float, submission: Submission | None = None) -> Prediction:
         """Queue one preprocessed patch and wait for its row of outputs (503 when full, 504 past deadline)."""
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        request = request or Request()
+        submission = submission or Submission()
         try:
-            self._queue.put_nowait(Pending(patch, deadline, future, request=request))
+            self._queue.put_nowait(Pending(patch, deadline, future, submission=submission))
         except asyncio.QueueFull:
-            self._reject("queue_full", request)
-            raise Overloaded(
-                f"the model's queue is full ({self._queue.maxsize} waiting); retry later",
-                headers={"Retry-After": str(self.retry_after_s)},
-            ) from None
+            raise self._queue_full(submission) from None
         if self.metrics:
             self.metrics.queue_depth.set(self._queue.qsize())
         try:
@@ -201,7 +204,7 @@ class Batcher:
         except TimeoutError:
             if future.done() and not future.cancelled():  # the batcher settled it first (and counted it)
                 return future.result()
-            self._reject("deadline", request)
+            self._reject("deadline", submission)
             raise DeadlineExceeded("the request's deadline passed before the model answered") from None
 
     async def _loop(self) -> None:
@@ -261,7 +264,7 @@ class Batcher:
             if p.future.done():
                 continue
             if now >= p.deadline:
-                self._reject("deadline", p.request)
+                self._reject("deadline", p.submission)
                 p.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
             else:
                 live.append(p)
@@ -282,11 +285,7 @@ class Batcher:
     def refuse_if_full(self) -> None:
         """503 at once, before a request's body is even read, while the queue is full (counted as queue_full)."""
         if self._queue.full():
-            self._reject("queue_full", None)
-            raise Overloaded(
-                f"the model's queue is full ({self._queue.maxsize} waiting); retry later",
-                headers={"Retry-After": str(self.retry_after_s)},
-            )
+            raise self._queue_full(None)
 
 
 async def submit_all(
@@ -302,8 +301,8 @@ async def submit_all(
         )
     if len(cubes) == 1:
         return [await batcher.submit(cubes[0], deadline)]
-    request = Request()
-    tasks = [asyncio.ensure_future(batcher.submit(cube, deadline, request)) for cube in cubes]
+    submission = Submission()
+    tasks = [asyncio.ensure_future(batcher.submit(cube, deadline, submission)) for cube in cubes]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:

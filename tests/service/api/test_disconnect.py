@@ -28,7 +28,7 @@ def _scope(path: str, app) -> dict:
     }  # fmt: skip
 
 
-async def _call(app, body: bytes, leave_after_s: float | None) -> list[dict]:
+async def _call(app, body: bytes, leave_after_s: float | None, content_type: bytes = b"application/json") -> list[dict]:
     """One request through the app; its client disconnects leave_after_s after sending the body (None: stays)."""
     sent: list[dict] = []
     delivered = False
@@ -46,7 +46,7 @@ async def _call(app, body: bytes, leave_after_s: float | None) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    await app(_scope("/predict", app), receive, send)
+    await app(_scope("/predict", app) | {"headers": [(b"content-type", content_type)]}, receive, send)
     return sent
 
 

@@ -7,7 +7,7 @@ import asyncio
 import json
 
 from tests.service.api.conftest import make_client
-from tests.service.api.test_disconnect import _scope
+from tests.service.api.test_disconnect import _call
 
 
 def test_a_departed_clients_series_keeps_the_ct_gate_until_its_preparation_ends(
@@ -47,23 +47,7 @@ def test_a_departed_clients_series_keeps_the_ct_gate_until_its_preparation_ends(
     async def three_clients_that_leave(app) -> list[int]:
         async def one(delay: float) -> int:
             await asyncio.sleep(delay)
-            scope = _scope("/predict", app) | {"headers": [(b"content-type", content_type)]}
-            sent = []
-            delivered = False
-
-            async def receive():
-                nonlocal delivered
-                if not delivered:
-                    delivered = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                await asyncio.sleep(0.2)
-                return {"type": "http.disconnect"}
-
-            async def send(message):
-                sent.append(message)
-
-            await app(scope, receive, send)
-            return sent[0]["status"]
+            return (await _call(app, body, 0.2, content_type))[0]["status"]
 
         return list(await asyncio.gather(one(0.0), one(0.3), one(0.6)))
 
