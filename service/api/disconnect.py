@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
+from service.cancel import Stop
+
 T = TypeVar("T")
 
 
@@ -47,13 +49,18 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def in_thread_to_the_end(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) in the executor. Cancelled meanwhile (the client left, the server stops), this still waits for the
-    thread to finish before passing the cancellation on: what the caller holds for it (the request body, the CT
-    gate, its share of the in-flight bytes) is released only once nothing uses it."""
+async def in_thread_to_the_end(
+    executor: Executor | None, fn: Callable[..., T], *args: Any, stop: Stop | None = None
+) -> T:
+    """fn(*args) in the executor. Cancelled meanwhile (the client left, the server stops), this gives up `stop` (fn
+    checks it between its steps, so it ends early) and still waits for the thread to finish before passing the
+    cancellation on: what the caller holds for it (the request body, the CT gate, its share of the in-flight bytes)
+    is released only once nothing uses it."""
     job = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
-        await asyncio.wait((job,))  # the thread cannot be stopped: wait for it, whatever it ends with
+        if stop is not None:
+            stop.give_up()
+        await asyncio.wait((job,))  # the thread cannot be interrupted: wait for it, whatever it ends with
         raise

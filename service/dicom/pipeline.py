@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.cancel import Stop
 from service.dicom import centers as centres
 from service.dicom.elements import ElementScan
 from service.dicom.headers import SliceHeader, read_headers
@@ -51,20 +52,29 @@ def prepare(
     limits: SeriesLimits,
     scan: ElementScan | None = None,
     keep_source: bool = False,
+    stop: Stop | None = None,
 ) -> PreparedSeries:
-    """Everything a series request needs before the model; raises the service's typed errors."""
+    """Everything a series request needs before the model; raises the service's typed errors. `stop` is checked
+    between the steps and before each slice is decoded (a request given up or past its deadline ends there)."""
+    check = stop.check if stop is not None else _carry_on
     requested = centres.parse_centers(centers_text, limits.max_nodules)
     upload = collect(series_parts, limits)
+    check()
     headers = read_headers(upload.files, scan, max_images=limits.max_files)
     if len(headers) > limits.max_files:
         raise PayloadTooLarge(f"the upload holds {len(headers)} images (files or frames); at most {limits.max_files}")
+    check()
     series = assemble(headers, choice, spec.field_of_view_mm)
     series.warnings[:0] = upload.notes
     located = [centres.locate(n, system, values, series.geometry) for n, (system, values) in enumerate(requested)]
-    reader = SliceReader(upload.files, series.slices, spec.fill_hu)
+    reader = SliceReader(upload.files, series.slices, spec.fill_hu, before_decode=check)
     nodules = [_nodule(n, center, series, reader, spec) for n, center in enumerate(located)]
     source = SeriesSource(upload.files, series.slices) if keep_source else None
     return PreparedSeries(nodules, series.summary(), reader.decoded_slices, source)
+
+
+def _carry_on() -> None:
+    """The check of a preparation nobody can give up."""
 
 
 def _nodule(n: int, center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:

@@ -8,6 +8,7 @@ pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000), pylibjpeg-rle or pydicom (RL
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pydicom
@@ -25,8 +26,15 @@ NATIVE_LITTLE_ENDIAN = (EXPLICIT_LE, IMPLICIT_LE)
 class SliceReader:
     """HU regions of a sorted series, decoding each slice at most once per request."""
 
-    def __init__(self, files: list[bytes | memoryview], slices: list[SliceHeader], fill_hu: float) -> None:
+    def __init__(
+        self,
+        files: list[bytes | memoryview],
+        slices: list[SliceHeader],
+        fill_hu: float,
+        before_decode: Callable[[], None] | None = None,
+    ) -> None:
         self._files = files
+        self._before_decode = before_decode  # called before each slice is decoded; may raise to stop the request
         self._slices = slices
         self._fill = np.float32(fill_hu)
         self._datasets: dict[int, Dataset] = {}
@@ -55,6 +63,8 @@ class SliceReader:
     def _slice(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Stored values of sorted slice n and its padding mask (None when it has no padding)."""
         if n not in self._decoded:
+            if self._before_decode is not None:
+                self._before_decode()
             h = self._slices[n]
             raw = self._decode(h)
             if raw.shape != (h.rows, h.columns):

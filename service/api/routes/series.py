@@ -19,13 +19,14 @@ from service.api.clinical import DICOM, add_clinical, answer_format, plan, run_n
 from service.api.disconnect import in_thread_to_the_end
 from service.api.multipart import Part
 from service.api.v2_tensors import is_count
+from service.cancel import Stop
 from service.clinical.brock import PatientFactors
 from service.dicom.centers import parse_centers
 from service.dicom.elements import ElementScan
 from service.dicom.pipeline import SeriesSource, prepare
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits
-from service.errors import Overloaded, PayloadTooLarge, UnusableInput
+from service.errors import DeadlineExceeded, Overloaded, PayloadTooLarge, UnusableInput
 from service.runtime.manifest import Manifest
 from service.state import ServiceState
 
@@ -137,6 +138,7 @@ async def predict_series(
             "other CT uploads are being prepared; retry later",
             headers={"Retry-After": str(state.settings.retry_after_s)},
         ) from None
+    stop = Stop(deadline, "its CT series was being prepared")
     try:
         t_pre = time.perf_counter()
         prepared = await in_thread_to_the_end(
@@ -149,8 +151,13 @@ async def predict_series(
             limits_of(state),
             item.scan,
             sr,
+            stop,
+            stop=stop,
         )
         preprocess_s = time.perf_counter() - t_pre
+    except DeadlineExceeded:
+        state.metrics.rejections.labels(reason="deadline").inc()
+        raise
     finally:
         gate.release()
     state.metrics.preprocess_seconds.observe(preprocess_s)

@@ -3,13 +3,20 @@ encoding or packaging the scanner and the PACS chose."""
 
 from __future__ import annotations
 
+import json
 import random
+import time
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+from service.cancel import GivenUp, Stop
+from service.dicom.headers import read_headers
+from service.dicom.pipeline import prepare
+from service.dicom.pixels import SliceReader
+from service.dicom.series import SeriesChoice, assemble
 from service.imaging.preprocess import preprocess
 from tests.service.dicom.builders import (
     enhanced_ct,
@@ -21,7 +28,7 @@ from tests.service.dicom.builders import (
     write,
     zip_bytes,
 )
-from tests.service.dicom.conftest import SPEC, run
+from tests.service.dicom.conftest import LIMITS, SPEC, run
 
 
 def assert_same(a: np.ndarray, b: np.ndarray, atol: float = 5e-4) -> None:
@@ -205,3 +212,24 @@ def test_the_same_file_twice_is_used_once(phantom, series_paths, base):
     out = run(series_paths + series_paths[:3], world_centers(phantom))
     assert any("more than once" in w for w in out.series["warnings"])
     assert_same(out.nodules[0].cube, base.nodules[0].cube)
+
+
+def test_preparation_stops_at_its_next_check_once_given_up(phantom, series_paths):
+    """Given up before it starts, nothing is decoded; given up between slices, no further slice is decoded."""
+    data = [memoryview(p.read_bytes()) for p in series_paths]
+    stop = Stop(time.perf_counter() + 60, "testing")
+    stop.give_up()
+    with pytest.raises(GivenUp):
+        prepare(data, json.dumps(world_centers(phantom)), SeriesChoice(), SPEC, LIMITS, stop=stop)
+
+    series = assemble(read_headers(data, None, max_images=LIMITS.max_files), SeriesChoice(), SPEC.field_of_view_mm)
+    allowed = iter([None, None, None])
+
+    def three_slices_then_stop() -> None:
+        if next(allowed, "stop") == "stop":
+            raise GivenUp()
+
+    reader = SliceReader(data, series.slices, SPEC.fill_hu, before_decode=three_slices_then_stop)
+    with pytest.raises(GivenUp):
+        reader.region((0, 10), (0, 8), (0, 8))
+    assert reader.decoded_slices == 3

@@ -1,5 +1,5 @@
-"""A client that uploads a CT series and hangs up while it is prepared: the preparation, which cannot be stopped,
-keeps the CT gate until it ends."""
+"""A client that uploads a CT series and hangs up while it is prepared: the preparation stops at its next check,
+and keeps the CT gate until its thread has ended. A preparation that outlives the request's deadline stops too, 504."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from tests.service.api.test_disconnect import _call
 def test_a_departed_clients_series_keeps_the_ct_gate_until_its_preparation_ends(
     tiny_store, phantom, series_paths, monkeypatch
 ):
-    """The preparing thread cannot be stopped: until it ends, it holds the gate (one series at a time here), so
-    clients that upload and hang up cannot start more preparations than RESMTNET_DICOM_CONCURRENCY."""
+    """A thread cannot be interrupted: until it ends, it holds the gate (one series at a time here), so clients that
+    upload and hang up cannot start more preparations than RESMTNET_DICOM_CONCURRENCY. Each one, given up while it
+    slept, stops at its first check instead of decoding the series."""
     import threading
     import time
 
@@ -24,6 +25,7 @@ def test_a_departed_clients_series_keeps_the_ct_gate_until_its_preparation_ends(
     from tests.service.dicom.builders import form_files, world_centers
 
     running, peak, lock = 0, 0, threading.Lock()
+    ended: list[str] = []
     real_prepare = series.prepare
 
     def slow_prepare(*args, **kwargs):
@@ -33,7 +35,12 @@ def test_a_departed_clients_series_keeps_the_ct_gate_until_its_preparation_ends(
             peak = max(peak, running)
         time.sleep(0.8)
         try:
-            return real_prepare(*args, **kwargs)
+            result = real_prepare(*args, **kwargs)
+            ended.append("prepared")
+            return result
+        except Exception as exc:
+            ended.append(type(exc).__name__)
+            raise
         finally:
             with lock:
                 running -= 1
@@ -55,3 +62,38 @@ def test_a_departed_clients_series_keeps_the_ct_gate_until_its_preparation_ends(
         statuses = client.portal.call(three_clients_that_leave, client.app)
     assert statuses == [499, 499, 499]
     assert peak == 1
+    assert ended and set(ended) == {"GivenUp"}  # the ones that got the gate; the others left while waiting for it
+
+
+def test_a_series_still_being_prepared_at_its_deadline_is_answered_504_and_stops(
+    tiny_store, phantom, series_paths, monkeypatch
+):
+    import time
+
+    from service.api.routes import series
+    from tests.service.api.test_health import sample, scrape
+    from tests.service.dicom.builders import form_files, world_centers
+
+    ended: list[str] = []
+    real_prepare = series.prepare
+
+    def slow_prepare(*args, **kwargs):
+        time.sleep(0.6)  # past the 0.3 s deadline before the first step's check
+        try:
+            return real_prepare(*args, **kwargs)
+        except Exception as exc:
+            ended.append(type(exc).__name__)
+            raise
+
+    monkeypatch.setattr(series, "prepare", slow_prepare)
+    with make_client(tiny_store, request_timeout_s=0.3) as client:
+        before = sample(scrape(client), "resmtnet_rejections_total", reason="deadline") or 0
+        r = client.post(
+            "/predict", files=form_files(series_paths), data={"centers": json.dumps(world_centers(phantom))}
+        )
+        after = sample(scrape(client), "resmtnet_rejections_total", reason="deadline") or 0
+    assert r.status_code == 504, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "the request's deadline passed while its CT series was being prepared"
+    assert ended == ["DeadlineExceeded"]
+    assert after - before == 1
