@@ -193,10 +193,13 @@ class Batcher:
         """Queue one preprocessed patch and wait for its row of outputs (503 when full, 504 past deadline)."""
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         submission = submission or Submission()
+        pending = Pending(patch, deadline, future, submission=submission)
         try:
-            self._queue.put_nowait(Pending(patch, deadline, future, submission=submission))
+            self._queue.put_nowait(pending)
         except asyncio.QueueFull:
-            raise self._queue_full(submission) from None
+            if not self._drop_withdrawn():
+                raise self._queue_full(submission) from None
+            self._queue.put_nowait(pending)
         if self.metrics:
             self.metrics.queue_depth.set(self._queue.qsize())
         try:
@@ -284,8 +287,19 @@ class Batcher:
 
     def refuse_if_full(self) -> None:
         """503 at once, before a request's body is even read, while the queue is full (counted as queue_full)."""
-        if self._queue.full():
+        if self._queue.full() and not self._drop_withdrawn():
             raise self._queue_full(None)
+
+    def _drop_withdrawn(self) -> bool:
+        """Take the withdrawn patches (future done: the client left, a sibling patch was refused, the deadline
+        passed) out of the full queue, in order otherwise; True when that made room. Nobody waits for them."""
+        queued = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        for p in queued:
+            if not p.future.done():
+                self._queue.put_nowait(p)
+        if self.metrics:
+            self.metrics.queue_depth.set(self._queue.qsize())
+        return not self._queue.full()
 
 
 async def submit_all(

@@ -378,10 +378,17 @@ async def test_submit_all_withdraws_the_rest_when_one_patch_is_refused():
         await asyncio.sleep(0.02)  # four queued: room for two more
         with pytest.raises(Overloaded):
             await submit_all(batcher, [patch(i) for i in range(3)], far())  # the third finds the queue full
+        await asyncio.sleep(0.01)  # the withdrawn siblings' tasks end
+        assert batcher.depth == 6  # the two withdrawn siblings are still queued...
+        batcher.refuse_if_full()  # ...but do not count as a full queue: nothing refused
+        later = [asyncio.create_task(batcher.submit(patch(7), far())) for _ in range(2)]  # they make room
+        await asyncio.sleep(0.02)
+        assert batcher.depth == 6
         model.release.set()
-        await asyncio.gather(blocker, *others)
+        await asyncio.gather(blocker, *others, *later)
         await asyncio.sleep(0.05)
-        assert sorted(model.seen) == [-2, -2, -2, -2, -1]  # the two accepted siblings never ran
+        assert sorted(model.seen) == [-2, -2, -2, -2, -1, 7, 7]  # the two accepted siblings never ran
+        assert metrics.registry.get_sample_value("resmtnet_rejections_total", {"reason": "queue_full"}) == 1
     finally:
         model.release.set()
         await batcher.stop()
