@@ -16,9 +16,9 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir ".[cpu]"
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[cpu]"
 
 # ---- cpu: runtime --------------------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu
@@ -49,9 +49,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && "python${PYTHON_VERSION}" -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir ".[gpu]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[gpu]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
     && /opt/venv/bin/python -c "import onnxruntime as ort, sys; \
 assert ort.__version__ == sys.argv[1], ort.__version__; \
 assert 'CUDAExecutionProvider' in ort.get_available_providers()" "${ONNXRUNTIME_GPU_VERSION}"

@@ -26,21 +26,21 @@ command -v $(1) >/dev/null 2>&1 || { \
   fi; }
 endef
 
-.PHONY: run test train bench bench-cuda bench-dicom soak lint clean promtool dcmtk
+.PHONY: run test train bench bench-cuda bench-dicom soak lint clean promtool dcmtk constraints
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# Serving: no torch.
-$(VENV)/.serve-$(RUNTIME): pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e ".[$(RUNTIME)]"
+# Serving: no torch. Every install takes the tested versions in constraints.txt.
+$(VENV)/.serve-$(RUNTIME): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) install --quiet -c constraints.txt -e ".[$(RUNTIME)]"
 	touch $@
 
 # Tests and training: torch pinned to a CPU build, installed before the extras so nothing pulls CUDA wheels.
-$(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.dev: pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
-	$(PIP) install --quiet -e ".[cpu,train,dev,bench]"
+	$(PIP) install --quiet -c constraints.txt -e ".[cpu,train,dev,bench]"
 	touch $@
 
 run: $(VENV)/.serve-$(RUNTIME)
@@ -78,10 +78,10 @@ bench: $(VENV)/.dev
 # The same sweep on CUDA, on a GPU node: its own environment with onnxruntime-gpu (no torch, no CPU onnxruntime);
 # concurrency 1..128, batches up to 64; writes bench/results/serve-latest-cuda.{md,csv,png}.
 GPU_VENV ?= .venv-gpu
-$(GPU_VENV)/.bench: pyproject.toml
+$(GPU_VENV)/.bench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(GPU_VENV)/bin/python -m pip install --quiet -e ".[gpu,bench]"
+	$(GPU_VENV)/bin/python -m pip install --quiet -c constraints.txt -e ".[gpu,bench]"
 	touch $@
 
 bench-cuda: $(GPU_VENV)/.bench
@@ -95,6 +95,19 @@ bench-dicom: $(VENV)/.dev
 # Ten minutes of mixed requests (patches, JSON, CT uploads, bad inputs): 5xx count and resident memory.
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
+
+# Re-pin constraints.txt to the newest versions pyproject.toml's ranges admit, resolved in a fresh environment;
+# run make test (after make clean) before committing the result.
+LOCK_VENV := build/lock-venv
+constraints:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(LOCK_VENV)/bin/python -m pip install --quiet ".[cpu,train,dev,bench]"
+	{ sed -n '1,3p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
+		| grep -v -i -e '^torch==' -e '^resmtnet-serve'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf $(VENV) $(GPU_VENV) .cache .pytest_cache .ruff_cache .mypy_cache

@@ -66,6 +66,12 @@ def test_the_image_checks_cudnn_and_the_cuda_provider_libraries_at_build_time(do
     assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"' in build and "CUDAExecutionProvider" in build
 
 
+@pytest.mark.parametrize("name", ["cpu-build", "gpu-build"])
+def test_every_build_stage_installs_the_tested_versions(dockerfile, name):
+    installs = [run for run in dockerfile.stage(name).all("RUN") if "pip install" in run]
+    assert installs and all("-c constraints.txt" in run for run in installs)
+
+
 def test_project_gpu_extra_admits_the_pin(dockerfile):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     (spec,) = [Requirement(s) for s in project["optional-dependencies"]["gpu"] if s.startswith("onnxruntime-gpu")]
@@ -159,7 +165,14 @@ def test_dockerignore_keeps_tests_data_and_caches_out_and_the_copied_files_in(do
         assert dockerignore_excludes(path, patterns), path
     copies = [c.split() for s in dockerfile.stages for c in s.all("COPY") if not c.startswith("--from")]
     sources = {source for copy in copies for source in copy[:-1]}
-    assert sources == {"pyproject.toml", "README.md", "service", "model_store", "deploy/docker/healthcheck.py"}
+    assert sources == {
+        "pyproject.toml",
+        "README.md",
+        "constraints.txt",
+        "service",
+        "model_store",
+        "deploy/docker/healthcheck.py",
+    }
     for source in sources:
         assert not dockerignore_excludes(source, patterns), source
         assert (REPO / source).exists(), source
