@@ -58,6 +58,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_bytes = 0
+        self._header_tail = b""  # the last bytes of this request's headers so far: a blank line may straddle reads
         self._in_headers = True
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
@@ -67,12 +68,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
-            self._header_bytes += len(data)
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+            if self._header_bytes + len(data) > self.max_header_bytes:  # before the parser sees any of it
+                seen = self._header_tail + data
+                end = headers_end(seen)
+                size = self._header_bytes + (len(data) if end < 0 else end - len(self._header_tail))
+                if size > self.max_header_bytes:
+                    self._too_large()
+                    return
+            self._header_bytes += len(data)
+            self._header_tail = (self._header_tail + data[-3:])[-3:]
         super().data_received(data)
-        if self._in_headers and self._header_bytes > self.max_header_bytes:
-            self._refuse(431, "header-too-large", f"the request line and headers exceed {self.max_header_bytes} bytes")
+        if self._in_headers and self._header_bytes > self.max_header_bytes:  # a blank line the scan took for the end
+            self._too_large()
+
+    def _too_large(self) -> None:
+        self._refuse(431, "header-too-large", f"the request line and headers exceed {self.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -81,7 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_headers, self._header_bytes = True, 0  # what comes next is the next request's headers
+        self._in_headers, self._header_bytes, self._header_tail = True, 0, b""  # next: the next request's headers
 
     def _stop_timer(self) -> None:
         if self._header_timer is not None:
@@ -108,6 +120,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
             self.transport.write(problem_bytes(status, code, detail))
         self.transport.close()
+
+
+def headers_end(data: bytes) -> int:
+    """The index just past the blank line that ends a request's headers in data (CRLF or bare LF line ends), or -1."""
+    ends = [at + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (at := data.find(blank)) >= 0]
+    return min(ends, default=-1)
 
 
 def guarded_protocol(max_header_bytes: int, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:

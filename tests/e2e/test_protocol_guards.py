@@ -54,6 +54,31 @@ def test_headers_over_the_limit_get_431_and_the_connection_is_closed(tiny_store)
         assert httpx.get(f"{url}/healthz").status_code == 200  # others are served as before
 
 
+def test_a_whole_request_over_the_limit_gets_431_however_it_is_cut_and_a_large_body_does_not(tiny_store):
+    """The limit holds when the headers end in the same read (the parser would have finished them first), and when
+    they come in pieces each under it; a body, however large, is not counted as headers."""
+    big = b"a" * 20000
+    with server(tiny_store, max_header_bytes="16384") as url:
+        for pieces in (
+            [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n"],
+            [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big[:10000], big[10000:] + b"\r\n\r\n"],
+            [b"GET /healthz HTTP/1.1\nHost: x\nX-Big: " + big + b"\n\n"],
+        ):
+            with _connect(url) as conn:
+                for piece in pieces:
+                    conn.sendall(piece)
+                    time.sleep(0.1)
+                answer = _read_all(conn, 5)
+            assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        hu = [[[-900.0 if (x + y + z) % 2 else 40.0 for x in range(40)] for y in range(40)] for z in range(40)]
+        body = json.dumps({"patch": hu, "spacing": [1, 1, 1]}).encode()  # 390 kB in one send with its headers
+        head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        with _connect(url) as conn:
+            conn.sendall(head.encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            answer = _read_all(conn, 20)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
 def test_headers_that_trickle_in_get_408_and_a_silent_connection_is_closed(tiny_store):
     with server(tiny_store, header_timeout_s="1") as url:
         with _connect(url) as slow, _connect(url) as silent:

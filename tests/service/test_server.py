@@ -23,3 +23,11 @@ def test_guarded_protocol_carries_the_configured_limits():
     cls = guarded_protocol(4096, 2.5)
     assert issubclass(cls, GuardedHttpToolsProtocol)
     assert (cls.max_header_bytes, cls.header_timeout_s) == (4096, 2.5)
+
+
+def test_headers_end_finds_the_first_blank_line_with_either_line_end():
+    from service.server import headers_end
+
+    assert headers_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\r\n\r\n") == 27
+    assert headers_end(b"GET / HTTP/1.1\nHost: x\n\nbody") == 24
+    assert headers_end(b"GET / HTTP/1.1\r\nHost: x\r\n") == -1
