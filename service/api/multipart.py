@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.errors import MalformedInput, UnusableInput
+from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 
 MAX_PART_HEADER_BYTES = 8192
 
@@ -52,7 +52,8 @@ LengthHint = Callable[[str, memoryview], "int | None"]
 def parse_form(
     body: bytes | bytearray, content_type: str, max_parts: int, length_hint: LengthHint | None = None
 ) -> list[Part]:
-    """Every part of a multipart/form-data body, in order; raises MalformedInput on anything off-grammar.
+    """Every part of a multipart/form-data body, in order; raises MalformedInput on anything off-grammar and
+    PayloadTooLarge past max_parts.
 
     length_hint(field name, data from the part's start) may say how long a part's content is (a file whose own
     structure gives its length): taken only when the delimiter follows right there, which spares searching
@@ -91,7 +92,7 @@ def parse_form(
         if data_end < 0:
             raise MalformedInput("the multipart body is truncated: its closing boundary is missing")
         if len(parts) >= max_parts:
-            raise MalformedInput(f"the form has more than {max_parts} parts")
+            raise PayloadTooLarge(f"the form has more than {max_parts} parts")
         parts.append(Part(name, filename, part_type, view[data_start:data_end]))
         pos = data_end + len(separator)
 

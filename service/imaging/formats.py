@@ -48,7 +48,10 @@ def read_npy(data: bytes | memoryview, max_voxels: int) -> np.ndarray:
     header = _parse_header(raw_header)
     dtype, shape, fortran = header
     if dtype.kind not in _ALLOWED_KINDS or dtype.itemsize > 8:
-        raise UnusableInput(f"patch dtype {dtype} is not supported; send HU values as int16, int32 or float32")
+        raise UnusableInput(
+            f"patch dtype {dtype} is not supported; send HU values as integers or floats of at most 8 bytes "
+            "(int16 as CT stores them, or float32)"
+        )
     if len(shape) != 3:
         raise UnusableInput(f"the patch must be 3-D with axes (z, y, x); got shape {tuple(shape)}")
     count = math.prod(shape)

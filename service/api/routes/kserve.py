@@ -29,6 +29,7 @@ from service.api.v2_tensors import (
     short,
 )
 from service.batching import Batcher, submit_all
+from service.clinical.calibration import calibrated_rows
 from service.config import Settings
 from service.errors import DeadlineExceeded, MalformedInput, NotReady, PayloadTooLarge
 from service.runtime.manifest import Manifest, TensorSpec
@@ -185,6 +186,9 @@ async def _answer(
     # rows are bounded by max_batch_size per request, as in Triton; the batcher's queue decides the rest
     predictions = await submit_all(batcher, list(patches), deadline, share_limit=False)
     heads = {spec.name: np.stack([p.outputs[k] for p in predictions]) for k, spec in enumerate(manifest.outputs)}
+    if (calibration := manifest.calibration) is not None:  # the same probabilities /predict reports
+        labels = manifest.output(calibration.output).labels or []
+        heads[calibration.output] = calibrated_rows(heads[calibration.output], labels, calibration)
     header: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if parsed.id is not None:
         header["id"] = parsed.id

@@ -133,9 +133,15 @@ async def _read_patch(request: Request, state: ServiceState) -> PatchInput | Ser
     """The body's parts by content type; array work is left to _prepare (a series: to routes/series.py)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        max_parts = max(MAX_FORM_PARTS, state.settings.dicom_max_files + len(SERIES_FIELDS))
+        max_files = state.settings.dicom_max_files
+        max_parts = max(MAX_FORM_PARTS, max_files + len(SERIES_FIELDS))
         body, scan = await _receive(request), ElementScan()
-        parts = parse_form(body, request.headers["content-type"], max_parts=max_parts, length_hint=scan.length)
+        try:
+            parts = parse_form(body, request.headers["content-type"], max_parts=max_parts, length_hint=scan.length)
+        except PayloadTooLarge:
+            raise PayloadTooLarge(
+                f"the form has more than {max_parts} parts; a series upload takes at most {max_files} files"
+            ) from None
         item = _patch_from_form(parts)
         if isinstance(item, SeriesInput):
             item.scan = scan

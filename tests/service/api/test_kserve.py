@@ -130,9 +130,19 @@ def test_requested_outputs_come_in_the_asked_order_each_json_or_binary(client):
         np.testing.assert_array_equal(got[head], full[head])
 
 
-def test_answers_equal_predicts_for_a_patch_already_on_the_model_grid(client, tiny_store):
-    """/predict resamples and windows a HU patch; v2 takes the same cube preprocessed by the client."""
-    spec = Manifest.read(tiny_store / "res_mtnet" / TEST_VERSION).preprocessing
+@pytest.mark.parametrize("temperature", [None, 3.0])
+def test_answers_equal_predicts_for_a_patch_already_on_the_model_grid(store_copy, temperature):
+    """/predict resamples and windows a HU patch; v2 takes the same cube preprocessed by the client. With a
+    calibration in the manifest, both report the calibrated malignancy (/predict keeps the raw one beside it)."""
+    folder = store_copy / "res_mtnet" / TEST_VERSION
+    if temperature is not None:
+        doc = Manifest.read(folder).model_dump(mode="json")
+        Manifest.model_validate({**doc, "calibration": {"temperature": temperature, "fitted_on": "test"}}).write(folder)
+    with make_client(store_copy) as client:
+        _v2_equals_predict(client, Manifest.read(folder).preprocessing, calibrated=temperature is not None)
+
+
+def _v2_equals_predict(client, spec, calibrated: bool) -> None:
     z, y, x = (np.mgrid[:32, :32, :32] - 15.5) * spec.spacing_mm
     hu = np.where(z**2 + y**2 + x**2 < 36, 30.0, -850.0).astype(np.float32)
     hu += np.random.default_rng(1).normal(0, 15, hu.shape).astype(np.float32)
@@ -145,6 +155,8 @@ def test_answers_equal_predicts_for_a_patch_already_on_the_model_grid(client, ti
     got = outputs_of(infer_binary(client, cube[None, None]))
     for head in HEADS:
         np.testing.assert_allclose(got[head][0], list(nodule[head].values()), rtol=1e-5, atol=2e-6)
+    raw = list(nodule["malignancy_raw"].values())
+    assert (abs(got["malignancy"][0][1] - raw[1]) > 1e-3) == calibrated
 
 
 def _with(x: np.ndarray, **changes) -> dict:

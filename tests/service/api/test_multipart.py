@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from service.api.multipart import parse_form
-from service.errors import MalformedInput, UnusableInput
+from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 
 FORM_Q = "multipart/form-data; boundary=q"
 
@@ -57,7 +57,7 @@ def test_malformed_bodies_are_refused_precisely(body, ctype, fragment):
 
 def test_part_count_is_bounded():
     body, ctype = encoded(files={"patch": ("p.npy", b"x")}, data={f"f{i}": "v" for i in range(4)})
-    with pytest.raises(MalformedInput, match="more than 4 parts"):
+    with pytest.raises(PayloadTooLarge, match="more than 4 parts"):
         parse_form(body, ctype, max_parts=4)
 
 

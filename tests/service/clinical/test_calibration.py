@@ -29,3 +29,14 @@ def test_rows_keep_their_label_order_and_sum_to_one():
 def test_without_a_calibration_the_raw_probabilities_pass_through():
     assert calibrated_positive(0.37, None) == 0.37
     assert calibrated_row([0.63, 0.37], ["benign", "malignant"], None) == [0.63, 0.37]
+
+
+def test_whole_outputs_are_calibrated_as_each_row_is():
+    from service.clinical.calibration import calibrated_row, calibrated_rows
+
+    rows = np.array([[0.9, 0.1], [0.25, 0.75], [1.0, 0.0], [0.5, 0.5]], dtype=np.float32)
+    got = calibrated_rows(rows, ["benign", "malignant"], T)
+    assert got.dtype == np.float32
+    for row, out in zip(rows, got, strict=True):
+        np.testing.assert_allclose(out, calibrated_row(row, ["benign", "malignant"], T), atol=1e-7)
+    assert calibrated_rows(rows, ["benign", "malignant"], None) is rows

@@ -235,3 +235,14 @@ def test_what_needs_no_series_is_refused_before_the_series_is_prepared(tiny_stor
         many = post(c, form_files(series_paths), world_centers(phantom) * 5)  # 5 runs > half of a queue of 8
         assert many.status_code == 413 and "at most 4" in many.json()["detail"]
         assert _prepared_count(c) == before
+
+
+def test_more_series_files_than_the_limit_get_413_however_many_more(tiny_store, phantom, series_paths):
+    """Just over the limit, the series reader counts the files; far over it, the form reader stops first: 413 both."""
+    centers = {"centers": json.dumps(world_centers(phantom))}
+    with make_client(tiny_store, dicom_max_files=10) as client:
+        for count in (11, 40):
+            r = client.post("/predict", files=form_files(series_paths[:count]), data=centers)
+            assert r.status_code == 413, r.text
+            assert r.headers["content-type"] == PROBLEM_JSON
+            assert "at most 10" in r.json()["detail"]

@@ -21,7 +21,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize(
+    "dtype", [np.int16, np.int32, np.float32, np.float64, np.uint16, np.float16, np.int8, np.int64, np.uint32]
+)
 def test_read_npy_accepts_numeric_volumes(dtype):
     a = np.arange(24, dtype=dtype).reshape(2, 3, 4)
     np.testing.assert_array_equal(read_npy(npy_bytes(a), 1000), a)
