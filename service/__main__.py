@@ -22,7 +22,7 @@ def main() -> None:
         app.state.service.drain,
         host=settings.host,
         port=settings.port,
-        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout_s, settings.hsts_seconds),
         access_log=False,
         log_level=settings.log_level.lower(),
         log_config=None,  # keep the handlers logs.configure installed

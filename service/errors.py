@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
+from service.security_headers import Header, api_headers
+
 PROBLEM_JSON = "application/problem+json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request its client abandoned; never sent to anyone
 log = logging.getLogger("resmtnet")
@@ -119,16 +121,15 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-def problem_bytes(status: int, code: str, detail: str) -> bytes:
-    """A whole HTTP/1.1 problem+json answer that closes the connection, for the protocol layer (before any app)."""
+def problem_bytes(status: int, code: str, detail: str, headers: Sequence[Header] = ()) -> bytes:
+    """A whole HTTP/1.1 problem+json answer that closes the connection, for the protocol layer (before any app),
+    with these headers (the security headers) besides its own."""
     title = _TITLES.get(status, "Error")
     problem = {"type": f"urn:resmtnet:problem:{code}", "title": title, "status": status, "detail": detail}
     body = json.dumps(problem).encode()
-    head = (
-        f"HTTP/1.1 {status} {title}\r\ncontent-type: {PROBLEM_JSON}\r\n"
-        f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    lines = [f"HTTP/1.1 {status} {title}", f"content-type: {PROBLEM_JSON}", f"content-length: {len(body)}"]
+    lines += [f"{name.decode()}: {value.decode()}" for name, value in headers]
+    return ("\r\n".join([*lines, "connection: close", "", ""])).encode() + body
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -164,12 +165,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        from service.security import API_CSP, SECURITY_HEADERS  # security imports this module
-
         request_id = getattr(request.state, "request_id", "unknown")
         log.error("unexpected %s in request %s", type(exc).__name__, request_id, exc_info=exc)
         # answered outside the middlewares (by Starlette's outermost one): their headers are added here
-        headers = {name.decode(): value.decode() for name, value in [*SECURITY_HEADERS, API_CSP]}
+        service = getattr(request.app.state, "service", None)
+        hsts_seconds = service.settings.hsts_seconds if service is not None else 0
+        headers = {name.decode(): value.decode() for name, value in api_headers(hsts_seconds)}
         return problem_response(
             500, "internal-error", f"internal error in request {request_id}", {**headers, "X-Request-ID": request_id}
         )

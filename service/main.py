@@ -17,7 +17,8 @@ from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
-from service.security import SecurityMiddleware
+from service.security import ApiKeyMiddleware
+from service.security_headers import SecurityHeadersMiddleware
 from service.server import Drain
 from service.state import ServiceState
 
@@ -56,15 +57,15 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(kserve.router)
-    # Added innermost first: ServiceMiddleware (request id, limits, metrics, audit) sees every answer, CORS answers
-    # preflights before authentication, and authentication guards everything but health (and docs, metrics).
+    # Added innermost first: the security headers go on every answer, ServiceMiddleware (request id, limits,
+    # metrics, audit) sees every answer, CORS answers preflights before authentication, and authentication guards
+    # everything but health (and docs, metrics).
     app.add_middleware(
-        SecurityMiddleware,
+        ApiKeyMiddleware,
         keys=keys,
         metrics=metrics,
         metrics_require_key=settings.metrics_require_key,
         docs_enabled=settings.docs_enabled,
-        hsts_seconds=settings.hsts_seconds,
     )
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -85,4 +86,5 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         retry_after_s=settings.retry_after_s,
         drain=state.drain,
     )
+    app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds)
     return app

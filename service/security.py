@@ -1,26 +1,21 @@
-"""One pure-ASGI middleware: API-key authentication and the security headers every response carries."""
+"""API-key authentication as a pure-ASGI middleware (the security headers: service.security_headers)."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import KeyStore
 from service.errors import is_v2, send_problem
 from service.metrics import Metrics
+from service.security_headers import DOCS_PATHS
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-# Answers carry clinical results: never cached, never framed, never sniffed, no referrer.
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"cache-control", b"no-store"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-]
-API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
-class SecurityMiddleware:
+class ApiKeyMiddleware:
+    """Every path but health (and docs and metrics, unless configured otherwise) needs a valid API key when keys
+    are configured: 401 without one, 403 for a revoked one."""
+
     def __init__(
         self,
         app: ASGIApp,
@@ -28,7 +23,6 @@ class SecurityMiddleware:
         metrics: Metrics,
         metrics_require_key: bool = False,
         docs_enabled: bool = True,
-        hsts_seconds: int = 0,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -36,22 +30,12 @@ class SecurityMiddleware:
         self.open_paths = HEALTH_PATHS | (DOCS_PATHS if docs_enabled else frozenset())
         if not metrics_require_key:
             self.open_paths |= {"/metrics"}
-        self.headers = list(SECURITY_HEADERS)
-        if hsts_seconds > 0:
-            self.headers.append((b"strict-transport-security", f"max-age={hsts_seconds}".encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        extra = self.headers if path in DOCS_PATHS else [*self.headers, API_CSP]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).extend(extra)
-            await send(message)
-
         if self.keys.enabled and path not in self.open_paths:
             verdict = self.keys.check(_header(scope, b"authorization"))
             scope.setdefault("state", {})["key_id"] = verdict.key_id
@@ -60,9 +44,9 @@ class SecurityMiddleware:
                 self.metrics.rejections.labels(reason="unauthorized" if status == 401 else "forbidden").inc()
                 challenge = [(b"www-authenticate", b'Bearer realm="resmtnet"')] if status == 401 else []
                 code = "unauthorized" if status == 401 else "forbidden"
-                await send_problem(send_with_headers, status, code, verdict.reason, v2=is_v2(path), headers=challenge)
+                await send_problem(send, status, code, verdict.reason, v2=is_v2(path), headers=challenge)
                 return
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import problem_bytes
+from service.security_headers import Header, api_headers
 
 log = logging.getLogger("resmtnet")
 GRACEFUL_SHUTDOWN_S = 30.0  # uvicorn cancels what is still running this long after SIGTERM
@@ -54,6 +55,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     max_header_bytes = 64 * 1024
     header_timeout_s = 10.0
+    answer_headers: list[Header] = api_headers()  # on its own 431 and 408, as on every answer of the app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -118,7 +120,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         log.warning("connection refused at the HTTP layer: %s", detail)
         if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
-            self.transport.write(problem_bytes(status, code, detail))
+            self.transport.write(problem_bytes(status, code, detail, self.answer_headers))
         self.transport.close()
 
 
@@ -128,9 +130,16 @@ def headers_end(data: bytes) -> int:
     return min(ends, default=-1)
 
 
-def guarded_protocol(max_header_bytes: int, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class with these limits, for uvicorn.Config(http=...)."""
-    attributes = {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s}
+def guarded_protocol(
+    max_header_bytes: int, header_timeout_s: float, hsts_seconds: int = 0
+) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class with these limits (and HSTS on its answers when hsts_seconds > 0), for
+    uvicorn.Config(http=...)."""
+    attributes = {
+        "max_header_bytes": max_header_bytes,
+        "header_timeout_s": header_timeout_s,
+        "answer_headers": api_headers(hsts_seconds),
+    }
     return type("ConfiguredHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)
 
 

@@ -36,6 +36,7 @@ def _read_all(conn: socket.socket, within_s: float) -> bytes:
 def _problem(answer: bytes) -> dict:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"application/problem+json" in head and b"connection: close" in head.lower(), head
+    assert b"x-content-type-options: nosniff" in head and b"content-security-policy: default-src 'none'" in head
     return json.loads(body)
 
 

@@ -95,6 +95,17 @@ def test_hsts_when_configured(tiny_store):
         assert client.get("/healthz").headers["strict-transport-security"] == "max-age=31536000"
 
 
+def test_refusals_before_the_body_is_read_carry_the_security_headers_too(tiny_store, hu_patch):
+    """The 413 for a declared length over the limit is answered by the outer middleware, before any route."""
+    with make_client(tiny_store, max_body_bytes=1000, hsts_seconds=600) as client:
+        r = predict(client, hu_patch)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+    assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.headers["strict-transport-security"] == "max-age=600"
+
+
 def test_cors_is_closed_by_default_and_opens_to_configured_origins(client, tiny_store):
     preflight = {"Origin": "https://portal.example", "Access-Control-Request-Method": "POST"}
     assert "access-control-allow-origin" not in client.options("/predict", headers=preflight).headers

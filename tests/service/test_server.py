@@ -20,9 +20,11 @@ def test_a_drain_changes_nothing_until_it_begins_then_brings_deadlines_forward()
 
 
 def test_guarded_protocol_carries_the_configured_limits():
-    cls = guarded_protocol(4096, 2.5)
+    cls = guarded_protocol(4096, 2.5, hsts_seconds=600)
     assert issubclass(cls, GuardedHttpToolsProtocol)
     assert (cls.max_header_bytes, cls.header_timeout_s) == (4096, 2.5)
+    assert (b"strict-transport-security", b"max-age=600") in cls.answer_headers
+    assert (b"x-content-type-options", b"nosniff") in guarded_protocol(4096, 2.5).answer_headers
 
 
 def test_headers_end_finds_the_first_blank_line_with_either_line_end():
