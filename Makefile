@@ -37,9 +37,13 @@ $(VENV)/.serve-$(RUNTIME): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) install --quiet -c constraints.txt -e ".[$(RUNTIME)]"
 	touch $@
 
-# Tests and training: torch pinned to a CPU build, installed before the extras so nothing pulls CUDA wheels.
+# Tests and training: torch pinned, installed before the extras. PyPI's Linux torch wheels bring the CUDA libraries
+# (several GB); PyTorch's own CPU index has the CPU build (torch 2.13.0+cpu), taken whenever it is reachable.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX_ARGS = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" \
+	2>/dev/null && echo --extra-index-url $(TORCH_CPU_INDEX))
 $(VENV)/.dev: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet $(TORCH_INDEX_ARGS) "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet -c constraints.txt -e ".[cpu,train,dev,bench]"
 	touch $@
 
@@ -102,7 +106,7 @@ LOCK_VENV := build/lock-venv
 constraints:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LOCK_VENV)/bin/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(LOCK_VENV)/bin/python -m pip install --quiet $(TORCH_INDEX_ARGS) "torch==$(TORCH_VERSION)"
 	$(LOCK_VENV)/bin/python -m pip install --quiet ".[cpu,train,dev,bench]"
 	{ sed -n '1,3p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
 		| grep -v -i -e '^torch==' -e '^resmtnet-serve'; } > constraints.txt.new
