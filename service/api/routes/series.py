@@ -181,6 +181,6 @@ async def _structured_report(source: SeriesSource, nodules: list[dict[str, Any]]
     """The answer as a DICOM Comprehensive 3D SR, built in a worker thread."""
     from service.dicom.structured_report import build_report  # highdicom takes 0.5 s to import: only when asked
 
-    data = await asyncio.get_running_loop().run_in_executor(None, build_report, source, nodules, manifest)
+    data = await in_thread_to_the_end(None, build_report, source, nodules, manifest)  # it reads the request body
     headers = {"Content-Disposition": 'attachment; filename="res_mtnet_sr.dcm"'}
     return Response(data, media_type=DICOM, headers=headers)

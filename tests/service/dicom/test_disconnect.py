@@ -97,3 +97,59 @@ def test_a_series_still_being_prepared_at_its_deadline_is_answered_504_and_stops
     assert r.json()["detail"] == "the request's deadline passed while its CT series was being prepared"
     assert ended == ["DeadlineExceeded"]
     assert after - before == 1
+
+
+def test_a_departed_clients_structured_report_is_built_to_the_end_before_its_body_is_let_go(
+    tiny_store, phantom, series_paths, monkeypatch
+):
+    """The SR is built from the uploaded files: the request (and with it its body and its share of the in-flight
+    bytes) ends only once the building thread has ended, even when the client leaves while it runs."""
+    import threading
+    import time
+
+    import httpx
+
+    from service.dicom import structured_report
+    from tests.service.api.test_disconnect import _scope
+    from tests.service.dicom.builders import form_files, world_centers
+
+    building, ended = threading.Event(), []
+    real_build = structured_report.build_report
+
+    def slow_build(*args, **kwargs):
+        building.set()
+        time.sleep(0.8)
+        try:
+            return real_build(*args, **kwargs)
+        finally:
+            ended.append(time.perf_counter())
+
+    monkeypatch.setattr(structured_report, "build_report", slow_build)
+    upload = httpx.Request(
+        "POST", "http://x/predict", files=form_files(series_paths), data={"centers": json.dumps(world_centers(phantom))}
+    )
+    body, content_type = upload.read(), upload.headers["content-type"]
+
+    async def leave_during_the_build(app) -> tuple[list[dict], float]:
+        sent: list[dict] = []
+        delivered = False
+
+        async def receive():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.get_running_loop().run_in_executor(None, building.wait)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = _scope("/predict", app) | {"headers": [(b"content-type", content_type.encode())]}
+        await app(scope | {"query_string": b"format=sr"}, receive, send)
+        return sent, time.perf_counter()
+
+    with make_client(tiny_store, request_timeout_s=10) as client:
+        sent, returned = client.portal.call(leave_during_the_build, client.app)
+    assert sent[0]["status"] == 499
+    assert ended and ended[0] <= returned
