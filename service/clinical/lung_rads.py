@@ -34,8 +34,8 @@ class Category:
 
 
 CATEGORIES = {
-    "2": Category("2", "benign appearance or behavior", "continue annual screening: LDCT in 12 months", "< 1%"),
-    "3": Category("3", "probably benign", "LDCT in 6 months", "1-2%"),
+    "2": Category("2", "benign: based on imaging features or indolent behavior", "12-month screening LDCT", "< 1%"),
+    "3": Category("3", "probably benign: based on imaging features or behavior", "6-month LDCT", "1-2%"),
     "4A": Category(
         "4A",
         "suspicious",
@@ -45,9 +45,9 @@ CATEGORIES = {
     "4B": Category(
         "4B",
         "very suspicious",
-        "referral for further clinical evaluation: diagnostic chest CT with or without contrast, PET/CT when there "
-        "is a solid nodule or solid component >= 8 mm, and/or tissue sampling, depending on the probability of "
-        "malignancy and comorbidities",
+        "diagnostic chest CT with or without contrast; PET/CT may be considered when there is a solid nodule or "
+        "solid component >= 8 mm; tissue sampling; and/or referral for further clinical evaluation. Management "
+        "depends on clinical evaluation, patient preference and the probability of malignancy",
         "> 15%",
     ),
 }
@@ -60,6 +60,9 @@ _NON_SOLID = [(30.0, "2"), (math.inf, "3")]
 _LABELS = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "non-solid (ground-glass)"}
 
 NOT_ASSESSED = (
+    "elongated nodules: the model was trained on nodules whose axes differ by at most about 1.4 times; a more "
+    "elongated or tube-like nodule is under-measured (it may be partly taken for a vessel) and its category may be "
+    "too low: measure its long and short axes by hand",
     "prior CT: v2022 categories for new, growing, stable or resolving nodules need a comparison; a baseline screen "
     "is assumed",
     "calcification pattern and fat: a benign calcification (complete, central, popcorn, concentric rings) or fat "
@@ -75,8 +78,11 @@ NOT_ASSESSED = (
 
 
 def round_mean_diameter(value_mm: float) -> float:
-    """Mean diameter to one decimal, halves rounded up (7.95 -> 8.0), as a reader would report it."""
-    return float(Decimal(repr(float(value_mm))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    """Mean diameter to one decimal, halves rounded up (7.95 -> 8.0), as a reader would report it. It starts from
+    the value the answer shows (6 decimals): the model's float32 7.95 is 7.949999809..., which must not give 7.9
+    beside a displayed 7.95."""
+    shown = round(float(value_mm), 6)
+    return float(Decimal(repr(shown)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
 def _lookup(table: list[tuple[float, str]], size: float) -> tuple[str, float, float]:

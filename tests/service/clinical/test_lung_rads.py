@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from service.clinical.lung_rads import CATEGORIES, NOT_ASSESSED, VERSION, assess, categorize, round_mean_diameter
@@ -45,10 +46,18 @@ def test_categorize_follows_the_acr_v2022_baseline_table_at_every_boundary(nodul
 
 @pytest.mark.parametrize(
     ("raw", "rounded"),
-    [(5.94, 5.9), (5.95, 6.0), (5.949999809265137, 5.9), (7.95, 8.0), (14.95, 15.0), (29.95, 30.0), (8.0, 8.0)],
+    [(5.94, 5.9), (5.95, 6.0), (5.9499, 5.9), (7.95, 8.0), (14.95, 15.0), (29.95, 30.0), (8.0, 8.0)],
 )
 def test_mean_diameter_is_rounded_to_one_decimal_halves_up(raw, rounded):
     assert round_mean_diameter(raw) == rounded
+
+
+@pytest.mark.parametrize("shown", [5.95, 7.95, 14.95])
+def test_a_float32_diameter_is_rounded_as_the_answer_shows_it(shown):
+    """The model's float32 for 5.95 is 5.949999809...; the answer shows 5.95, so the category must follow 6.0."""
+    as_float32 = float(np.float32(shown))
+    assert round(as_float32, 6) == shown  # 5.95, 7.95 and 14.95 lie just below in float32
+    assert round_mean_diameter(as_float32) == round(shown + 0.05, 1)
 
 
 @pytest.mark.parametrize(
