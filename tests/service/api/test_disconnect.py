@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -28,8 +29,15 @@ def _scope(path: str, app) -> dict:
     }  # fmt: skip
 
 
-async def _call(app, body: bytes, leave_after_s: float | None, content_type: bytes = b"application/json") -> list[dict]:
-    """One request through the app; its client disconnects leave_after_s after sending the body (None: stays)."""
+async def _call(
+    app,
+    body: bytes,
+    leave_after_s: float | Callable[[], Awaitable[None]] | None,
+    content_type: bytes = b"application/json",
+    query: bytes = b"",
+) -> list[dict]:
+    """One request through the app; its client disconnects leave_after_s after sending the body (None: stays; a
+    coroutine function: once it returns)."""
     sent: list[dict] = []
     delivered = False
 
@@ -40,13 +48,17 @@ async def _call(app, body: bytes, leave_after_s: float | None, content_type: byt
             return {"type": "http.request", "body": body, "more_body": False}
         if leave_after_s is None:
             await asyncio.Event().wait()  # cancelled once the answer is sent
-        await asyncio.sleep(leave_after_s)
+        elif callable(leave_after_s):
+            await leave_after_s()
+        else:
+            await asyncio.sleep(leave_after_s)
         return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
 
-    await app(_scope("/predict", app) | {"headers": [(b"content-type", content_type)]}, receive, send)
+    scope = _scope("/predict", app) | {"headers": [(b"content-type", content_type)], "query_string": query}
+    await app(scope, receive, send)
     return sent
 
 

@@ -110,7 +110,6 @@ def test_a_departed_clients_structured_report_is_built_to_the_end_before_its_bod
     import httpx
 
     from service.dicom import structured_report
-    from tests.service.api.test_disconnect import _scope
     from tests.service.dicom.builders import form_files, world_centers
 
     building, ended = threading.Event(), []
@@ -128,25 +127,13 @@ def test_a_departed_clients_structured_report_is_built_to_the_end_before_its_bod
     upload = httpx.Request(
         "POST", "http://x/predict", files=form_files(series_paths), data={"centers": json.dumps(world_centers(phantom))}
     )
-    body, content_type = upload.read(), upload.headers["content-type"]
+    body, content_type = upload.read(), upload.headers["content-type"].encode()
 
     async def leave_during_the_build(app) -> tuple[list[dict], float]:
-        sent: list[dict] = []
-        delivered = False
-
-        async def receive():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
+        async def once_building() -> None:
             await asyncio.get_running_loop().run_in_executor(None, building.wait)
-            return {"type": "http.disconnect"}
 
-        async def send(message):
-            sent.append(message)
-
-        scope = _scope("/predict", app) | {"headers": [(b"content-type", content_type.encode())]}
-        await app(scope | {"query_string": b"format=sr"}, receive, send)
+        sent = await _call(app, body, once_building, content_type, query=b"format=sr")
         return sent, time.perf_counter()
 
     with make_client(tiny_store, request_timeout_s=10) as client:
