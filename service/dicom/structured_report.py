@@ -1,8 +1,9 @@
 """The answer to a CT upload as a DICOM Comprehensive 3D SR (TID 1500 Measurement Report), built with highdicom:
 one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the series' frame of reference), mean
-diameter, volume, calibrated probability of cancer (and Brock's, when computed), type and Lung-RADS category; the
-model is the observer device. Patient and study modules are copied from the upload, as DICOM requires; nothing of
-them is logged. Research use: the document is marked preliminary, unverified.
+diameter, mean diameter of the solid component, volume, calibrated probability of cancer (and Brock's, when
+computed), type and Lung-RADS category; the model is the observer device. Patient and study modules are copied
+from the upload, as DICOM requires; nothing of them is logged. Research use: the document is marked preliminary,
+unverified.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from service.dicom.pipeline import SeriesSource
 from service.errors import UnusableInput
 from service.runtime.manifest import Manifest
 
-SCHEME = "99RESMTNET"  # local codes, where DICOM has none for what the service reports
+SCHEME = "99RESMTNET"  # local codes (values of at most 16 characters), where DICOM has none for what we report
 SERIES_NUMBER = 9901
 PROBABILITY = codes.UCUM.NoUnits
 
@@ -38,6 +39,7 @@ SUGGEST_4X = hd.sr.CodedConcept("suggest_4x", SCHEME, "Lung-RADS 4X review sugge
 YES, NO = codes.SCT.Yes, codes.SCT.No
 BROCK = hd.sr.CodedConcept("brock_pancan_2b", SCHEME, "Brock (PanCan) full model with spiculation")
 CALIBRATED = hd.sr.CodedConcept("calibrated", SCHEME, "Res-MTNet, calibrated")
+SOLID_DIAMETER = hd.sr.CodedConcept("solid_diameter", SCHEME, "Diameter of the solid component")
 
 
 def _base_header(source: SeriesSource) -> Dataset:
@@ -81,6 +83,13 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
         hd.sr.Measurement(
             name=codes.SCT.Diameter,
             value=m["diameter_mm"],
+            unit=codes.UCUM.Millimeter,
+            derivation=codes.SCT.Mean,
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(  # what a part-solid nodule's Lung-RADS category rests on
+            name=SOLID_DIAMETER,
+            value=m["solid_diameter_mm"],
             unit=codes.UCUM.Millimeter,
             derivation=codes.SCT.Mean,
             algorithm_id=algorithm,

@@ -15,8 +15,9 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
-from service.dicom.structured_report import SCHEME
+from service.dicom.structured_report import SCHEME, SOLID_DIAMETER
 from tests.service.api.conftest import make_client
 from tests.service.dicom.builders import form_files, small_chest, world_centers, write
 
@@ -89,6 +90,8 @@ def test_the_sr_carries_every_nodule_as_the_json_answer_does(answers, upload):
         assert diameter.unit == codes.UCUM.Millimeter and diameter.derivation == codes.SCT.Mean
         assert _value(group, codes.SCT.Diameter) == pytest.approx(nodule["measurements"]["diameter_mm"], abs=1e-6)
         assert _value(group, codes.SCT.Volume) == pytest.approx(nodule["measurements"]["volume_mm3"], abs=1e-6)
+        solid = _value(group, Code(SOLID_DIAMETER.value, SCHEME, SOLID_DIAMETER.meaning))
+        assert solid == pytest.approx(nodule["measurements"]["solid_diameter_mm"], abs=1e-6)
         p_model = _value(group, codes.DCM.ProbabilityOfCancer, "calibrated")
         assert p_model == pytest.approx(nodule["malignancy"]["malignant"], abs=1e-6)
         p_brock = _value(group, codes.DCM.ProbabilityOfCancer, "brock_pancan_2b")
