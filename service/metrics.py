@@ -38,8 +38,9 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             "resmtnet_http_request_duration_seconds",
-            "HTTP request latency by route and status",
-            ["route", "status"],
+            "HTTP request latency, the body's upload included, by route, status and input (patch, series, tensor; "
+            "none when not a prediction or refused before its input was read)",
+            ["route", "status", "input"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )

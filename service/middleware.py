@@ -16,6 +16,9 @@ from service.server import Drain
 
 V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
 PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/infer"})
+# The latency histogram's input label: a CT series' time includes its upload (seconds over a slow link), so
+# alerts on patch latency must be able to leave it out.
+INPUT_LABELS = {"patch-npy": "patch", "patch-json": "patch", "ct-series": "series", "v2-tensor": "tensor"}
 # A body refused before it was read: the server reads and discards a rest this small to keep the connection; a
 # larger or unknown one (chunked) closes the connection instead.
 DISCARD_UNREAD_BYTES = 64 * 1024
@@ -159,7 +162,8 @@ class ServiceMiddleware:
             elapsed = time.perf_counter() - started
             labels = {"route": route, "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
-            self.metrics.request_seconds.labels(**labels).observe(elapsed)
+            kind = INPUT_LABELS.get(scope.get("state", {}).get("input_kind"), "none")
+            self.metrics.request_seconds.labels(**labels, input=kind).observe(elapsed)
             if route in PREDICTION_ROUTES:
                 _audit(scope, request_id, route, status, elapsed)
             request_id_var.reset(context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.deploy.conftest import COMPOSE, PROMETHEUS, load_yaml, run_tool
+from tests.deploy.conftest import COMPOSE, K8S, PROMETHEUS, load_yaml, run_tool
 from tests.deploy.queries import dashboard_queries, hpa_queries
 
 
@@ -47,8 +47,12 @@ def test_scrape_job_reaches_the_compose_service_on_its_port():
     services = load_yaml(COMPOSE)["services"]
     for name in ("resmtnet", "resmtnet-cpu"):  # both profiles answer to the name the job scrapes
         assert "resmtnet" in services[name]["networks"]["default"]["aliases"]
+    # the alerts select targets by the label Kubernetes pods carry; the compose target is given it too
+    assert job["static_configs"][0]["labels"] == {"app_kubernetes_io_name": "resmtnet-serve"}
+    pod_labels = load_yaml(K8S / "20-deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/name"] == "resmtnet-serve"
     alerts = (PROMETHEUS / "alerts.yml").read_text()
-    assert 'up{job="resmtnet"}' in alerts
+    assert 'up{app_kubernetes_io_name="resmtnet-serve"}' in alerts
 
 
 def test_promtool_parses_every_dashboard_and_hpa_query(promtool, tmp_path):

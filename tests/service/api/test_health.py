@@ -41,6 +41,12 @@ def test_metrics_cover_requests_stages_batches_and_model_info(client, hu_patch):
     assert sample(fams, "resmtnet_http_requests_total", route="/predict", status="200") == 1
     assert sample(fams, "resmtnet_http_requests_total", route="/predict", status="422") == 1
     assert sample(fams, "resmtnet_http_request_duration_seconds_count", route="/predict", status="200") == 1
+    # the latency's input label: a CT series (its upload included) can be told from a patch
+    labels = {"route": "/predict", "status": "200", "input": "patch"}
+    assert sample(fams, "resmtnet_http_request_duration_seconds_count", **labels) == 1
+    assert client.post("/predict", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    refused = {"route": "/predict", "status": "415", "input": "none"}  # refused before its input was read
+    assert sample(scrape(client), "resmtnet_http_request_duration_seconds_count", **refused) == 1
     for name in (
         "resmtnet_queue_wait_seconds",
         "resmtnet_preprocess_seconds",
