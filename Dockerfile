@@ -78,10 +78,13 @@ RUN ldconfig -p | grep "libcudnn.so.${CUDNN_MAJOR} " \
 WORKDIR /app
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 COPY model_store /app/model_store
+# The user has no home and the root filesystem is read-only: HOME and CUDA's kernel cache live in /tmp (an emptyDir or
+# tmpfs), so a GPU newer than the prebuilt kernels compiles them once per container, not on every request.
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     RESMTNET_HOST=0.0.0.0 RESMTNET_PORT=8000 RESMTNET_MODEL_STORE=/app/model_store \
     RESMTNET_PROVIDER=cuda RESMTNET_MAX_DELAY_MS=2 \
-    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    HOME=/tmp CUDA_CACHE_PATH=/tmp/cuda-cache
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

@@ -102,7 +102,8 @@ def test_build_targets_exist_in_the_dockerfile(compose):
 @pytest.mark.parametrize("name", ["resmtnet", "resmtnet-cpu"])
 def test_service_has_healthcheck_restart_and_valid_settings(compose, name):
     service = compose["services"][name]
-    assert service["healthcheck"]["test"] == ["CMD", "python", "/app/healthcheck.py", "/healthz"]
+    assert service["healthcheck"]["test"] == ["CMD", "python", "/app/healthcheck.py", "/readyz"]  # serving
+    assert service["mem_limit"]
     assert service["healthcheck"]["start_period"] and service["healthcheck"]["retries"] >= 1
     assert service["restart"] in {"always", "unless-stopped"}
     env = service["environment"]
@@ -142,3 +143,9 @@ def test_grafana_datasource_points_at_the_compose_prometheus_by_the_uid_the_dash
     assert "prometheus" in compose["services"]
     uids = {p["datasource"]["uid"] for p in json.loads(DASHBOARD.read_text())["panels"]}
     assert uids == {source["uid"]}
+
+
+def test_prometheus_and_grafana_listen_on_this_host_only_by_default(compose):
+    for name in ("prometheus", "grafana"):
+        (port,) = compose["services"][name]["ports"]
+        assert port.startswith("127.0.0.1:"), (name, port)  # Prometheus has no authentication of its own

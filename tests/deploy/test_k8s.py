@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
+import yaml
 
 from service.config import Settings
 from tests.deploy.conftest import COMPOSE, K8S, REPO, load_all_yaml, load_yaml, run_tool, venv_tool
 from tests.deploy.dockerfile import parse_dockerfile
 
-MANIFESTS = sorted(K8S.glob("*.yaml"))
+KUSTOMIZATION = K8S / "kustomization.yaml"
+MANIFESTS = sorted(path for path in K8S.glob("*.yaml") if path != KUSTOMIZATION)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,9 @@ def test_the_expected_resources_apply_in_file_order(resources):
         "Service": "v1",
         "HorizontalPodAutoscaler": "autoscaling/v2",
         "PodDisruptionBudget": "policy/v1",
+        "NetworkPolicy": "networking.k8s.io/v1",
     }
-    assert load_all_yaml(MANIFESTS[0])[0]["kind"] == "Namespace", "kubectl apply -f applies files in name order"
+    assert load_all_yaml(MANIFESTS[0])[0]["kind"] == "Namespace", "the namespace comes first"
     namespace = resources["Namespace"]["metadata"]["name"]
     assert all(doc["metadata"].get("namespace") == namespace for kind, doc in resources.items() if kind != "Namespace")
 
@@ -55,7 +61,10 @@ def test_the_expected_resources_apply_in_file_order(resources):
 def test_deployment_requests_one_gpu(resources):
     limits, requests = container(resources)["resources"]["limits"], container(resources)["resources"]["requests"]
     assert str(limits["nvidia.com/gpu"]) == str(requests["nvidia.com/gpu"]) == "1"
-    assert "memory" in limits and "cpu" in requests and "memory" in requests
+    assert "cpu" in requests and limits["memory"] == requests["memory"]  # not the first evicted under pressure
+    limit_gib = int(limits["memory"].removesuffix("Gi"))
+    settings = resources["ConfigMap"]["data"]
+    assert int(settings["RESMTNET_MAX_INFLIGHT_BYTES"]) <= (limit_gib << 30) // 8  # bodies: a share of the limit
     tolerated = {t["key"] for t in pod_spec(resources)["tolerations"]}
     assert "nvidia.com/gpu" in tolerated
 
@@ -97,7 +106,8 @@ def test_service_hpa_and_pdb_select_the_deployments_pods(resources):
     )
     pdb = resources["PodDisruptionBudget"]["spec"]
     assert hpa["minReplicas"] > pdb["maxUnavailable"], "a drain must never take every replica"
-    assert resources["Deployment"]["spec"]["replicas"] >= hpa["minReplicas"]
+    assert "replicas" not in resources["Deployment"]["spec"], "the HPA owns the count; re-applying must not reset it"
+    assert hpa["minReplicas"] >= 2
 
 
 def test_configmap_holds_real_settings_and_feeds_the_container(resources):
@@ -144,3 +154,30 @@ def test_api_keys_come_from_a_required_secret(resources):
     (item,) = secret["items"]
     assert env["RESMTNET_API_KEYS_FILE"] == f"{mounts['api-keys']['mountPath']}/{item['path']}"
     assert mounts["api-keys"]["readOnly"] is True
+
+
+def test_the_pods_take_connections_on_the_serving_port_only_and_open_none(resources):
+    policy = resources["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == resources["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and policy["egress"] == []
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": container(resources)["ports"][0]["containerPort"], "protocol": "TCP"}]
+
+
+def test_the_kustomization_applies_every_manifest_with_the_pushed_image(resources):
+    kustomization = load_yaml(KUSTOMIZATION)
+    assert kustomization["resources"] == [path.name for path in MANIFESTS]
+    (image,) = kustomization["images"]
+    assert container(resources)["image"].split(":")[0] == image["name"]
+    assert image["newName"] != image["name"], "the image is pushed to a registry the nodes pull from"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed here")
+def test_kubectl_kustomize_builds_the_deployment_with_the_pushed_image():
+    built = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    assert sorted(doc["kind"] for doc in docs) == sorted(doc["kind"] for p in MANIFESTS for doc in load_all_yaml(p))
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (image,) = load_yaml(KUSTOMIZATION)["images"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image['newName']}:{image['newTag']}"
