@@ -49,9 +49,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && "python${PYTHON_VERSION}" -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md constraints.txt constraints-gpu.txt ./
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[gpu]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c constraints-gpu.txt ".[gpu]" \
+        "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
     && /opt/venv/bin/python -c "import onnxruntime as ort, sys; \
 assert ort.__version__ == sys.argv[1], ort.__version__; \
 assert 'CUDAExecutionProvider' in ort.get_available_providers()" "${ONNXRUNTIME_GPU_VERSION}"

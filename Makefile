@@ -33,8 +33,8 @@ $(VENV)/bin/python:
 	$(PIP) install --quiet --upgrade pip
 
 # Serving: no torch. Every install takes the tested versions in constraints.txt.
-$(VENV)/.serve-$(RUNTIME): pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(PIP) install --quiet -c constraints.txt -e ".[$(RUNTIME)]"
+$(VENV)/.serve-$(RUNTIME): pyproject.toml constraints.txt constraints-gpu.txt | $(VENV)/bin/python
+	$(PIP) install --quiet -c constraints.txt -c constraints-gpu.txt -e ".[$(RUNTIME)]"
 	touch $@
 
 # Tests and training: torch pinned, installed before the extras. PyPI's Linux torch wheels bring the CUDA libraries
@@ -62,8 +62,8 @@ dcmtk:
 	@$(call apt_tool,dsrdump,dcmtk)
 
 lint: $(VENV)/.dev
-	$(PY) -m ruff check service training tests bench
-	$(PY) -m ruff format --check service training tests bench
+	$(PY) -m ruff check service training tests bench tools
+	$(PY) -m ruff format --check service training tests bench tools
 	$(PY) -m mypy service
 
 # Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). 45 to 60 minutes on 2 CPU cores.
@@ -82,10 +82,10 @@ bench: $(VENV)/.dev
 # The same sweep on CUDA, on a GPU node: its own environment with onnxruntime-gpu (no torch, no CPU onnxruntime);
 # concurrency 1..128, batches up to 64; writes bench/results/serve-latest-cuda.{md,csv,png}.
 GPU_VENV ?= .venv-gpu
-$(GPU_VENV)/.bench: pyproject.toml constraints.txt
+$(GPU_VENV)/.bench: pyproject.toml constraints.txt constraints-gpu.txt
 	$(PYTHON) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(GPU_VENV)/bin/python -m pip install --quiet -c constraints.txt -e ".[gpu,bench]"
+	$(GPU_VENV)/bin/python -m pip install --quiet -c constraints.txt -c constraints-gpu.txt -e ".[gpu,bench]"
 	touch $@
 
 bench-cuda: $(GPU_VENV)/.bench
@@ -100,8 +100,9 @@ bench-dicom: $(VENV)/.dev
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak
 
-# Re-pin constraints.txt to the newest versions pyproject.toml's ranges admit, resolved in a fresh environment;
-# run make test (after make clean) before committing the result.
+# Re-pin constraints.txt to the newest versions pyproject.toml's ranges admit, resolved in a fresh environment, and
+# constraints-gpu.txt to what the GPU install adds (resolved without downloading it); run make clean test before
+# committing the result.
 LOCK_VENV := build/lock-venv
 constraints:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
@@ -111,7 +112,10 @@ constraints:
 	{ sed -n '1,3p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
 		| grep -v -i -e '^torch==' -e '^resmtnet-serve'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
-	rm -rf $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --dry-run --ignore-installed --report build/gpu-report.json \
+		-c constraints.txt ".[gpu]"
+	$(LOCK_VENV)/bin/python tools/pin_gpu.py build/gpu-report.json
+	rm -rf $(LOCK_VENV) build/gpu-report.json
 
 clean:
 	rm -rf $(VENV) $(GPU_VENV) .cache .pytest_cache .ruff_cache .mypy_cache

@@ -19,9 +19,9 @@ def _key(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def pins() -> dict[str, str]:
+def pins(name: str = "constraints.txt") -> dict[str, str]:
     out: dict[str, str] = {}
-    for line in (REPO / "constraints.txt").read_text().splitlines():
+    for line in (REPO / name).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         name, sep, version = line.partition("==")
@@ -50,3 +50,28 @@ def test_torch_is_left_to_the_makefiles_cpu_pin():
 def test_this_environment_holds_the_pinned_versions():
     for name, version in pins().items():
         assert Version(metadata.version(name)) == Version(version), f"{name} {metadata.version(name)} != {version}"
+
+
+def test_the_gpu_pins_add_onnxruntime_gpu_at_the_images_version_and_nothing_pinned_twice():
+    gpu = pins("constraints-gpu.txt")
+    assert not set(gpu) & set(pins()), "a package pinned in both files"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (spec,) = [Requirement(s) for s in project["optional-dependencies"]["gpu"]]
+    assert spec.specifier.contains(Version(gpu["onnxruntime-gpu"]))
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"ARG ONNXRUNTIME_GPU_VERSION={gpu['onnxruntime-gpu']}" in dockerfile
+    assert any(name.startswith("nvidia-cudnn") for name in gpu), "the cuDNN wheel of the cudnn extra is pinned"
+
+
+def test_pin_gpu_keeps_what_the_gpu_install_adds():
+    from tools.pin_gpu import gpu_pins
+
+    report = {
+        "install": [
+            {"metadata": {"name": "numpy", "version": "2.0.0"}},
+            {"metadata": {"name": "onnxruntime_gpu", "version": "1.26.0"}},
+            {"metadata": {"name": "nvidia-cudnn-cu12", "version": "9.1"}},
+            {"metadata": {"name": "resmtnet-serve", "version": "0.1.0"}},
+        ]
+    }
+    assert gpu_pins(report, {"numpy"}) == ["nvidia-cudnn-cu12==9.1", "onnxruntime-gpu==1.26.0"]

@@ -70,6 +70,8 @@ def test_the_image_checks_cudnn_and_the_cuda_provider_libraries_at_build_time(do
 def test_every_build_stage_installs_the_tested_versions(dockerfile, name):
     installs = [run for run in dockerfile.stage(name).all("RUN") if "pip install" in run]
     assert installs and all("-c constraints.txt" in run for run in installs)
+    if name == "gpu-build":
+        assert all("-c constraints-gpu.txt" in run for run in installs)
 
 
 def test_project_gpu_extra_admits_the_pin(dockerfile):
@@ -169,6 +171,7 @@ def test_dockerignore_keeps_tests_data_and_caches_out_and_the_copied_files_in(do
         "pyproject.toml",
         "README.md",
         "constraints.txt",
+        "constraints-gpu.txt",
         "service",
         "model_store",
         "deploy/docker/healthcheck.py",
