@@ -34,6 +34,10 @@ class Drain:
     since_monotonic: float | None = None
     since_perf: float | None = None
 
+    @property
+    def begun(self) -> bool:
+        return self.since_monotonic is not None
+
     def begin(self) -> None:
         if self.since_monotonic is None:
             self.since_monotonic, self.since_perf = time.monotonic(), time.perf_counter()

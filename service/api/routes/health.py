@@ -13,6 +13,7 @@ from service.errors import problem_response
 from service.state import ServiceState
 
 router = APIRouter(tags=["health"])
+DRAINING = "the server is shutting down: it answers the requests it has, send new ones to another instance"
 
 
 @router.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: load balancers that probe without a body
@@ -23,7 +24,10 @@ async def healthz() -> dict[str, str]:
 
 @router.api_route("/readyz", methods=["GET", "HEAD"], responses={503: {"content": {"application/problem+json": {}}}})
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
-    """The model is loaded, verified and warmed, on the provider the settings require."""
+    """The model is loaded, verified and warmed, on the provider the settings require, and the server is not
+    shutting down (a load balancer stops sending new requests while those accepted are answered)."""
+    if state.drain.begun:
+        return problem_response(503, "shutting-down", DRAINING, {"Retry-After": "5"})
     if not state.ready or state.model is None:
         return problem_response(503, "not-ready", state.reason, {"Retry-After": "5"})
     m = state.model.manifest

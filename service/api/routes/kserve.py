@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from service.api.deps import get_state
 from service.api.disconnect import in_thread_to_the_end, while_connected
+from service.api.routes.health import DRAINING
 from service.api.v2_errors import ModelNotFound
 from service.api.v2_tensors import (
     HEADER_LENGTH,
@@ -211,7 +212,9 @@ async def server_live() -> dict[str, bool]:
 
 @router.get("/health/ready")
 async def server_ready(state: State) -> dict[str, bool]:
-    """200 once the model is loaded and warmed; 503 with the reason before."""
+    """200 once the model is loaded and warmed, until the server begins to shut down; 503 with the reason."""
+    if state.drain.begun:
+        raise NotReady(DRAINING, headers=RETRY)
     if not state.ready:
         raise NotReady(f"not ready: {state.reason}", headers=RETRY)
     return {"ready": True}

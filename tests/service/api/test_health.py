@@ -121,3 +121,15 @@ def test_openapi_documents_both_request_bodies(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
+
+
+def test_once_shutdown_begins_readiness_turns_503_and_liveness_stays(tiny_store):
+    """A load balancer stops sending new requests to a draining server; the orchestrator must not kill it."""
+    with make_client(tiny_store) as client:
+        assert client.get("/readyz").status_code == 200
+        client.app.state.service.drain.begin()  # what SIGTERM does
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
+        assert "shutting down" in ready.json()["detail"]
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/healthz").status_code == 200
