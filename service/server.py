@@ -53,19 +53,28 @@ class Drain:
         return min(deadline, self.since_perf + GRACEFUL_SHUTDOWN_S - 2.0)
 
 
+class HeadersTooLarge(Exception):
+    """Raised in the parser's callback to stop it: the request was answered 431 and goes no further."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """httptools' HTTP/1.1 with the request line and headers bounded: at most max_header_bytes (431), within
-    header_timeout_s of connecting or of the request's first byte (408; a connection that sent nothing is closed)."""
+    header_timeout_s of connecting or of the request's first byte (408; a connection that sent nothing is closed).
+
+    Each request's size is counted from the parser's callbacks, which see every request whatever the socket reads
+    (pipelined requests, leading blank lines); headers that never end are bounded by the raw bytes read while they
+    last, since the parser buffers them."""
 
     max_header_bytes = 64 * 1024
     header_timeout_s = 10.0
-    answer_headers: list[Header] = api_headers()  # on its own 431 and 408, as on every answer of the app
+    answer_headers: list[Header] = api_headers()  # on its own 431, 408 and 400, as on every answer of the app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_bytes = 0
-        self._header_tail = b""  # the last bytes of this request's headers so far: a blank line may straddle reads
+        self._header_bytes = 0  # raw bytes read while a request's headers are incomplete
+        self._request_header_bytes = 0  # the current request's line and headers, as the parser hands them over
         self._in_headers = True
+        self._refusal: bytes | None = None  # the 431 or 408 sent, or to send once the answer in progress is out
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -74,32 +83,50 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
+            self._header_bytes += len(data)
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
-            if self._header_bytes + len(data) > self.max_header_bytes:  # before the parser sees any of it
-                seen = self._header_tail + data
-                end = headers_end(seen)
-                size = self._header_bytes + (len(data) if end < 0 else end - len(self._header_tail))
-                if size > self.max_header_bytes:
-                    self._too_large()
-                    return
-            self._header_bytes += len(data)
-            self._header_tail = (self._header_tail + data[-3:])[-3:]
         super().data_received(data)
-        if self._in_headers and self._header_bytes > self.max_header_bytes:  # a blank line the scan took for the end
+        if self._in_headers and self._header_bytes > self.max_header_bytes:  # headers that do not end
             self._too_large()
 
-    def _too_large(self) -> None:
-        self._refuse(431, "header-too-large", f"the request line and headers exceed {self.max_header_bytes} bytes")
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._request_header_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._request_header_bytes += len(name) + len(value) + 4  # "name: value\r\n"
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._stop_timer()
+        method = self.parser.get_method() or b""
+        # the request line (method, spaces, HTTP/1.1, CRLF) and the blank line around what the callbacks counted
+        if self._request_header_bytes + len(method) + 12 + 2 > self.max_header_bytes:
+            self._too_large()
+            raise HeadersTooLarge()  # the parser stops here: the request never reaches the app
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_headers, self._header_bytes, self._header_tail = True, 0, b""  # next: the next request's headers
+        self._in_headers, self._header_bytes = True, 0  # what comes next is the next request's headers
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what the parser refuses, as problem+json with the security headers; nothing more
+        once a 431 was sent."""
+        if self.transport.is_closing() or self._refusal is not None:
+            return
+        detail = "the request is not valid HTTP/1.1"
+        self.transport.write(problem_bytes(400, "malformed-request", detail, self.answer_headers))
+        self.transport.close()
+
+    def _too_large(self) -> None:
+        self._refuse(431, "header-too-large", f"the request line and headers exceed {self.max_header_bytes} bytes")
 
     def _stop_timer(self) -> None:
         if self._header_timer is not None:
@@ -118,20 +145,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, "request-timeout", detail)
 
     def _refuse(self, status: int, code: str, detail: str) -> None:
+        """Answer status and close; behind a pipelined request still being answered, once that answer is sent."""
         self._in_headers = False
         self._stop_timer()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal is not None:
             return
         log.warning("connection refused at the HTTP layer: %s", detail)
+        self._refusal = problem_bytes(status, code, detail, self.answer_headers)
         if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
-            self.transport.write(problem_bytes(status, code, detail, self.answer_headers))
-        self.transport.close()
+            self._send_refusal()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal is not None:
+            self._send_refusal()
 
-def headers_end(data: bytes) -> int:
-    """The index just past the blank line that ends a request's headers in data (CRLF or bare LF line ends), or -1."""
-    ends = [at + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (at := data.find(blank)) >= 0]
-    return min(ends, default=-1)
+    def _send_refusal(self) -> None:
+        if not self.transport.is_closing() and self._refusal is not None:
+            self.transport.write(self._refusal)
+            self.transport.close()
 
 
 def guarded_protocol(

@@ -4,6 +4,7 @@ neither), and an upload still arriving after SIGTERM answered 503 before uvicorn
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -56,21 +57,32 @@ def test_headers_over_the_limit_get_431_and_the_connection_is_closed(tiny_store)
 
 
 def test_a_whole_request_over_the_limit_gets_431_however_it_is_cut_and_a_large_body_does_not(tiny_store):
-    """The limit holds when the headers end in the same read (the parser would have finished them first), and when
-    they come in pieces each under it; a body, however large, is not counted as headers."""
-    big = b"a" * 20000
+    """The limit holds when the headers end in the same read (the parser would have finished them first), when they
+    come in pieces each under it, after leading blank lines, and behind another request in the same read; a body,
+    however large, is not counted as headers. What the parser refuses gets a problem+json 400."""
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     with server(tiny_store, max_header_bytes="16384") as url:
-        for pieces in (
-            [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n"],
-            [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big[:10000], big[10000:] + b"\r\n\r\n"],
-            [b"GET /healthz HTTP/1.1\nHost: x\nX-Big: " + big + b"\n\n"],
+        for pieces, statuses in (
+            ([big], [431]),
+            ([big[:10000], big[10000:]], [431]),
+            ([b"\r\n\r\n" + big], [431]),
+            ([b"\r\n", b"\r\n" + big], [431]),
+            ([small + big], [200, 431]),
+            ([small + big[:12000], big[12000:]], [200, 431]),
         ):
             with _connect(url) as conn:
                 for piece in pieces:
                     conn.sendall(piece)
                     time.sleep(0.1)
                 answer = _read_all(conn, 5)
-            assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+            got = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]  # answers back to back
+            assert got == statuses, answer[:300]
+            assert "exceed 16384 bytes" in _problem(answer[answer.rindex(b"HTTP/1.1 431") :])["detail"]
+        with _connect(url) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\nHost: x\n\n")  # bare line feeds: httptools refuses them
+            answer = _read_all(conn, 5)
+        assert answer.startswith(b"HTTP/1.1 400") and _problem(answer)["status"] == 400
         hu = [[[-900.0 if (x + y + z) % 2 else 40.0 for x in range(40)] for y in range(40)] for z in range(40)]
         body = json.dumps({"patch": hu, "spacing": [1, 1, 1]}).encode()  # 390 kB in one send with its headers
         head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"

@@ -25,11 +25,3 @@ def test_guarded_protocol_carries_the_configured_limits():
     assert (cls.max_header_bytes, cls.header_timeout_s) == (4096, 2.5)
     assert (b"strict-transport-security", b"max-age=600") in cls.answer_headers
     assert (b"x-content-type-options", b"nosniff") in guarded_protocol(4096, 2.5).answer_headers
-
-
-def test_headers_end_finds_the_first_blank_line_with_either_line_end():
-    from service.server import headers_end
-
-    assert headers_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\r\n\r\n") == 27
-    assert headers_end(b"GET / HTTP/1.1\nHost: x\n\nbody") == 24
-    assert headers_end(b"GET / HTTP/1.1\r\nHost: x\r\n") == -1
