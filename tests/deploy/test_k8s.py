@@ -81,7 +81,11 @@ def test_probes_use_healthz_for_liveness_and_readyz_for_readiness_on_the_serving
     }
     assert all(probe["port"] == port["name"] for probe in probes.values())
     startup = c["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120, "time to load and warm the model"
+    allowed_s = startup["periodSeconds"] * startup["failureThreshold"]
+    assert allowed_s >= 120, "time to load and warm the model"
+    (down,) = [r for g in load_yaml(K8S.parent / "prometheus" / "alerts.yml")["groups"] for r in g["rules"]
+               if r["alert"] == "ResMTNetDown"]  # fmt: skip
+    assert int(down["for"].removesuffix("m")) * 60 >= allowed_s, "a pod still starting must not page anyone"
     grace = pod_spec(resources)["terminationGracePeriodSeconds"]
     assert grace > 30 + 5, "uvicorn's 30 s graceful shutdown after the 5 s preStop pause"
 
