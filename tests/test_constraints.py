@@ -3,7 +3,6 @@ pyproject.toml range, and this environment (which make test built with it) holds
 
 from __future__ import annotations
 
-import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -11,12 +10,11 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from tools.pin_gpu import gpu_pins
+from tools.pin_gpu import key as _key
+
 REPO = Path(__file__).resolve().parents[1]
-TESTED_EXTRAS = ("cpu", "train", "dev", "bench")  # gpu: onnxruntime-gpu is pinned by the Dockerfile's ARG
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+TESTED_EXTRAS = ("cpu", "train", "dev", "bench")  # gpu: pinned in constraints-gpu.txt (tested below)
 
 
 def pins(name: str = "constraints.txt") -> dict[str, str]:
@@ -64,8 +62,6 @@ def test_the_gpu_pins_add_onnxruntime_gpu_at_the_images_version_and_nothing_pinn
 
 
 def test_pin_gpu_keeps_what_the_gpu_install_adds():
-    from tools.pin_gpu import gpu_pins
-
     report = {
         "install": [
             {"metadata": {"name": "numpy", "version": "2.0.0"}},
