@@ -46,8 +46,9 @@ def prepare(npy: bytes, spacing: str, manifest: Manifest) -> np.ndarray:
 
 
 def to_json(manifest: Manifest, outputs: list[np.ndarray]) -> dict:
-    """One patch's outputs as {head: {label: value}}."""
+    """One patch's labelled outputs as {head: {label: value}} (the occupancy map left out, as the service does)."""
     return {
         spec.name: {label: float(v) for label, v in zip(spec.labels or [], row, strict=True)}
         for spec, row in zip(manifest.outputs, outputs, strict=True)
+        if spec.per_label
     }

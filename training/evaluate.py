@@ -10,6 +10,10 @@
   patient, training/calibration.py); how often the spiculation threshold of the clinical rules fires.
 - Held-out phantoms (seeds never used in training): diameter MAE for 4-30 mm nodules, volume median relative
   error, type accuracy, solid-component error on part-solid nodules.
+- Largest-section size (what Lung-RADS reads, service.clinical.sections) on held-out phantoms and on elongated ones
+  (one axis 1.5-2.8 times the others, a shape never trained on): its error against the exact largest-section
+  mean diameter, next to the axial diameter alone, and how often the size category (solid thresholds) comes out
+  too low.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import numpy as np
 import torch
 
 from service.clinical.features import SPICULATION_THRESHOLD
+from service.clinical.lung_rads import round_mean_diameter
+from service.clinical.sections import ELONGATED, in_largest_section, sections
 from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
 from training.data.lidc import LidcVoi, load_voi, split_by_patient
+from training.data.phantoms import largest_section_mean_diameter, render_patch
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.export import load_checkpoint
 from training.metrics import bootstrap_interval, fit_logistic, mae, mae_interval, roc_auc
@@ -124,6 +131,21 @@ def evaluate_phantoms(model: ResMTNet, n: int, cache_dir: Path | None) -> dict[s
     }
 
 
+def lidc_sections(model: ResMTNet, source: LidcSource) -> dict[str, Any]:
+    """On real nodules, where only the axial diameter is labelled: how often, and by how much, the largest-section
+    size exceeds the axial one."""
+    axial, largest, noted = largest_section_sizes(model, source.batch("lung").image)
+    factor = largest / np.maximum(axial, 1e-6)
+    return {
+        "nodules": len(axial),
+        "elongation_noted": int(noted.sum()),
+        "largest_not_axial": int((factor > 1.0).sum()),
+        "factor_median": _r(float(np.median(factor)), 3),
+        "factor_p90": _r(float(np.quantile(factor, 0.9)), 3),
+        "factor_max": _r(float(factor.max()), 3),
+    }
+
+
 def split_headroom(voi: LidcVoi, alternative_splits: int = 20) -> dict[str, Any]:
     """How far the held-out patients let any size-and-scores ranker go, from the readers' own labels (no model):
     the true diameter alone; a logistic model on the true diameter and the six true reader scores, fitted on the
@@ -154,6 +176,51 @@ def split_headroom(voi: LidcVoi, alternative_splits: int = 20) -> dict[str, Any]
     }
 
 
+SOLID_SIZE_THRESHOLDS = [6.0, 8.0, 15.0]  # Lung-RADS v2022 solid nodule categories 2 | 3 | 4A | 4B
+ELONGATION = (1.5, 2.8)
+ELONGATED_SEED = 20_000_000  # never used in training
+
+
+def largest_section_sizes(model: ResMTNet, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the model's axial mean diameter, the size the service's Lung-RADS reads, whether the answer gets the
+    elongation note) per input."""
+    p = predict(model, images)
+    voxel_mm = PREPROCESSING.spacing_mm * PREPROCESSING.patch_size / p["occupancy"].shape[-1]
+    axial = p["measurements"][:, 0]
+    shapes = [sections(o[0], voxel_mm) for o in p["occupancy"]]
+    largest = np.array([in_largest_section(float(d), s) for d, s in zip(axial, shapes, strict=True)])
+    noted = np.array([s is not None and s.elongation >= ELONGATED for s in shapes])
+    return axial, largest, noted
+
+
+def _size_agreement(axial: np.ndarray, largest: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    def category(d: np.ndarray) -> np.ndarray:
+        return np.digitize([round_mean_diameter(v) for v in d], SOLID_SIZE_THRESHOLDS)
+
+    out: dict[str, Any] = {"nodules_4_30": len(truth)}
+    for name, pred in (("axial_diameter", axial), ("largest_section", largest)):
+        out[name] = {
+            "mae_mm": _r(mae(pred, truth), 3),
+            "mae_mm_ci95": [_r(v, 3) for v in mae_interval(pred, truth)],
+            "bias_mm": _r(float(np.mean(pred - truth)), 3),
+            "size_category_agreement": _r(float(np.mean(category(pred) == category(truth)))),
+            "size_category_too_low": _r(float(np.mean(category(pred) < category(truth)))),
+        }
+    return out
+
+
+def evaluate_sections(model: ResMTNet, n: int, seed: int, elongation: tuple[float, float] | None) -> dict[str, Any]:
+    """Largest-section size against the exact largest-section mean diameter on n phantoms (4-30 mm kept)."""
+    patches = [render_patch(seed + i, PREPROCESSING, elongation=elongation) for i in range(n)]
+    truth = np.array([largest_section_mean_diameter(p.nodule) for p in patches])
+    images = torch.from_numpy(np.stack([p.image for p in patches])).unsqueeze(1)
+    axial, largest, noted = largest_section_sizes(model, images)
+    keep = (truth >= 4) & (truth <= 30)
+    agreement = _size_agreement(axial[keep], largest[keep], truth[keep])
+    noted_rate = _r(float(noted[keep].mean()), 3)
+    return {"seeds": [seed, seed + n - 1], "elongation": elongation, **agreement, "elongation_noted": noted_rate}
+
+
 def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path | None) -> dict[str, Any]:
     voi = load_voi(data_root)
     _, val_mask = split_by_patient(voi.patient_id, VAL_FRACTION, seed=0)
@@ -168,6 +235,11 @@ def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path 
         "lidc_split_headroom": split_headroom(voi),
         "filler_invariance": filler_invariance(model, source),
         "phantoms_held_out": evaluate_phantoms(model, n_phantoms, cache_dir),
+        "largest_section_size": {
+            "phantoms_held_out": evaluate_sections(model, n_phantoms // 2, PHANTOM_TEST_SEED, None),
+            "phantoms_elongated": evaluate_sections(model, n_phantoms // 2, ELONGATED_SEED, ELONGATION),
+            "lidc_held_out_patients": lidc_sections(model, source),
+        },
     }
 
 

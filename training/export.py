@@ -1,6 +1,6 @@
 """Export a trained Res-MTNet to ONNX in the model store, with a parity check, manifest and model card.
 
-    python -m training.export --checkpoint checkpoints/last.pt --version 1.0.0 \
+    python -m training.export --checkpoint checkpoints/last.pt --version 1.1.0 \
         [--evaluation checkpoints/evaluation.json] [--store model_store]
 """
 
@@ -25,6 +25,7 @@ from training.model import (
     MALIGNANCY_LABELS,
     MEASUREMENT_LABELS,
     MEASUREMENT_UNITS,
+    OCCUPANCY_LABELS,
     OUTPUT_NAMES,
     TYPE_LABELS,
     ResMTNet,
@@ -40,7 +41,7 @@ OPSET = 17
 PARITY_LIMIT = 1e-4
 
 
-def tensor_specs(patch_size: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def tensor_specs(patch_size: int, spacing_mm: float) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inputs = [
         TensorSpec(
             name=INPUT_NAME,
@@ -64,6 +65,13 @@ def tensor_specs(patch_size: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
             labels=ATTRIBUTE_LABELS,
             units=["LIDC score 1-5"] * len(ATTRIBUTE_LABELS),
             description="radiologist-style scores",
+        ),
+        TensorSpec(
+            name="occupancy",
+            shape=[-1, 2, patch_size // 2, patch_size // 2, patch_size // 2],
+            labels=OCCUPANCY_LABELS,
+            description=f"fraction of each {spacing_mm * 2:g} mm voxel inside the nodule / its solid part, on the "
+            "input cube's grid at stride 2, axes (batch, channel, z, y, x)",
         ),
     ]
     return inputs, outputs
@@ -193,7 +201,7 @@ def export_model(
     prob_diff = max(checks[k][n] for k in checks for n in ("malignancy", "nodule_type"))
     if prob_diff > PARITY_LIMIT:
         raise RuntimeError(f"ONNX parity {prob_diff:.2e} exceeds {PARITY_LIMIT:.0e}")
-    inputs, outputs = tensor_specs(d)
+    inputs, outputs = tensor_specs(d, model.config.spacing_mm)
     manifest = Manifest(
         name=MODEL_NAME,
         version=version,

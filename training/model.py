@@ -10,8 +10,9 @@ Reads top to bottom. Shapes for the default config (D = 32, widths 16/32/64):
     features     (N, 64 + 16 + 2)     global pool of stage 3, occupancy-weighted pool, log sizes
 
 Heads, one ONNX output each: malignancy (N, 2) and nodule_type (N, 3) as probabilities; measurements (N, 3) =
-diameter_mm, volume_mm3, solid_diameter_mm; attributes (N, 6) = LIDC scores in [1, 5]. Volumes are the sum of the
-occupancy map, so they come from the image's own voxels; diameters scale the occupancy's equivalent diameter.
+diameter_mm, volume_mm3, solid_diameter_mm; attributes (N, 6) = LIDC scores in [1, 5]; and the occupancy map itself
+(N, 2, 16^3), from which the service reads the nodule's shape. Volumes are the sum of the occupancy map, so they come
+from the image's own voxels; diameters scale the occupancy's equivalent diameter.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ TYPE_LABELS = ["solid", "part_solid", "ground_glass"]
 MEASUREMENT_LABELS = ["diameter_mm", "volume_mm3", "solid_diameter_mm"]
 MEASUREMENT_UNITS = ["mm", "mm3", "mm"]
 ATTRIBUTE_LABELS = ["subtlety", "lobulation", "sphericity", "margin", "spiculation", "texture"]
-OUTPUT_NAMES = ["malignancy", "nodule_type", "measurements", "attributes"]
+OUTPUT_NAMES = ["malignancy", "nodule_type", "measurements", "attributes", "occupancy"]
+OCCUPANCY_LABELS = ["nodule", "solid_part"]
 
 
 @dataclass
@@ -140,13 +142,15 @@ class ResMTNet(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The exported graph: (malignancy, nodule_type, measurements, attributes) with softmax inside."""
+        """The exported graph: (malignancy, nodule_type, measurements, attributes, occupancy), softmax and sigmoid
+        inside."""
         out = self.forward_train(x)
         return (
             torch.softmax(out["malignancy"], dim=1),
             torch.softmax(out["nodule_type"], dim=1),
             out["measurements"],
             out["attributes"],
+            torch.sigmoid(out["occupancy_logits"]),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from service.clinical.sections import ELONGATED
 from service.runtime.manifest import Manifest
 
 
@@ -83,7 +84,57 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
             f"{ph['solid_diameter_mae_mm_part_solid']} mm |",
             "",
         ]
-    return lines
+    return lines + _sections_section(ev.get("largest_section_size", {}))
+
+
+def _sections_section(sec: dict[str, Any]) -> list[str]:
+    """The size Lung-RADS reads (largest section) against the axial diameter alone."""
+    if not sec:
+        return []
+    lines = [
+        "### Size in the largest section (what Lung-RADS reads)",
+        "",
+        "Lung-RADS v2022 measures a nodule in the plane that reflects its true size. The service scales the model's",
+        "axial diameter by how much larger the nodule's largest section (axial, coronal or sagittal) is than its",
+        "axial one, both read from the predicted occupancy map. Against the exact largest-section mean diameter:",
+        "",
+        "| phantoms | size used | MAE (mm) | bias (mm) | size category right | too low |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, title in (("phantoms_held_out", "held out"), ("phantoms_elongated", "elongated")):
+        ph = sec.get(key)
+        if not ph:
+            continue
+        label = f"{title} (n={ph['nodules_4_30']}" + (
+            f", one axis {ph['elongation'][0]:g}-{ph['elongation'][1]:g} x the others)" if ph["elongation"] else ")"
+        )
+        for size, name in (("axial_diameter", "axial diameter alone"), ("largest_section", "largest section")):
+            r = ph[size]
+            lines.append(
+                f"| {label} | {name} | {r['mae_mm']}{_ci(r, 'mae_mm')} | {r['bias_mm']} | "
+                f"{r['size_category_agreement']} | {r['size_category_too_low']} |"
+            )
+    lidc = sec.get("lidc_held_out_patients")
+    if lidc:
+        lines += [
+            "",
+            f"On the held-out LIDC nodules (only axial diameters are labelled) the largest section is not the axial "
+            f"one for {lidc['largest_not_axial']} of {lidc['nodules']}; the size grows by a median factor of "
+            f"{lidc['factor_median']} (90th percentile {lidc['factor_p90']}, at most {lidc['factor_max']}).",
+        ]
+    rates = [
+        f"{sec[k]['elongation_noted']:.1%} of the {t} phantoms"
+        for k, t in (("phantoms_held_out", "held-out"), ("phantoms_elongated", "elongated"))
+        if k in sec
+    ]
+    if rates and lidc:
+        lines += [
+            "",
+            f"A map more than {ELONGATED:g} times longer than wide adds a note to the answer with the map's own size, "
+            f"to check by hand: {', '.join(rates)} and {lidc['elongation_noted']} of the {lidc['nodules']} LIDC "
+            "nodules get it.",
+        ]
+    return lines + [""]
 
 
 def _calibration_section(cal: dict[str, Any], spic: dict[str, Any]) -> list[str]:
@@ -168,9 +219,9 @@ def render_model_card(m: Manifest) -> str:
         "- Phantoms cannot teach real anatomy: pleura, fissures, airways, calcification patterns, motion, or",
         "  reconstruction kernels other than a Gaussian blur; nodule types on real CT are learnt from few examples.",
         "- The field of view is 40 mm: nodules over about 32 mm are truncated and under-measured.",
-        "- Trained on nodules whose axes differ by at most about 1.4 times: more elongated nodules, and tube-like ones",
-        "  the model may take for vessels, are under-measured (a 6 x 6 x 16 mm ellipsoid reads about 5.4 mm), so their",
-        "  Lung-RADS category may be too low; every answer's lung_rads.not_assessed says so.",
+        "- Trained on nodules whose axes differ by at most about 1.4 times: the diameter head under-measures more",
+        "  elongated nodules, and tube-like ones it may take for vessels. Lung-RADS reads the size in the largest",
+        "  section, which recovers much of it (table above), not all; every answer's lung_rads.not_assessed says so.",
         "- LIDC VOIs end at the nodule's own slices; real context beyond them was never seen in training.",
         "- Scores (1-5) follow LIDC readers' scales and carry their disagreement.",
         "",

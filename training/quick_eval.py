@@ -7,19 +7,14 @@ import torch
 
 from training.data.datasets import Batch, LidcSource
 from training.metrics import mae, roc_auc
-from training.model import ResMTNet
+from training.model import OUTPUT_NAMES, ResMTNet
 
 
 @torch.no_grad()
 def predict(model: ResMTNet, images: torch.Tensor, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """The exported graph's four outputs, as numpy, for a stack of (N, 1, D, D, D) inputs."""
+    """The exported graph's outputs by name, as numpy, for a stack of (N, 1, D, D, D) inputs."""
     model.eval()
-    parts: dict[str, list[np.ndarray]] = {
-        "malignancy": [],
-        "nodule_type": [],
-        "measurements": [],
-        "attributes": [],
-    }
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
     for i in range(0, len(images), batch_size):
         outs = model(images[i : i + batch_size].float())
         for key, value in zip(parts, outs, strict=True):

@@ -12,10 +12,11 @@ from service.runtime.manifest import Manifest
 
 
 def nodule_result(manifest: Manifest, outputs: list, center: dict[str, float], warnings: list[str]) -> dict[str, Any]:
-    """One nodule's entry: the centre used, every head labelled from the manifest, warnings."""
+    """One nodule's entry: the centre used, every head labelled from the manifest (maps left out), warnings."""
     nodule: dict[str, Any] = {"center": center}
     for spec, row in zip(manifest.outputs, outputs, strict=True):
-        nodule[spec.name] = dict(zip(spec.labels or [], (round(float(v), 6) for v in row), strict=True))
+        if spec.per_label:
+            nodule[spec.name] = dict(zip(spec.labels or [], (round(float(v), 6) for v in row), strict=True))
     nodule["warnings"] = warnings
     return nodule
 

@@ -37,8 +37,15 @@ class SeriesCenter(Center):
 
 class LungRadsBasis(BaseModel):
     nodule_type: str = Field(description="the model's most probable type")
-    diameter_mm: float = Field(description="mean diameter, rounded to one decimal")
-    solid_diameter_mm: float | None = Field(description="solid component, part-solid nodules only")
+    diameter_mm: float = Field(
+        description="mean diameter in the section where the nodule is largest, rounded to one decimal"
+    )
+    solid_diameter_mm: float | None = Field(description="solid component, part-solid nodules only, likewise")
+    plane: Literal["axial", "coronal", "sagittal"] = Field(description="the section the sizes were taken in")
+    axial_diameter_mm: float = Field(description="the model's mean diameter on the axial section, one decimal")
+    elongation: float | None = Field(
+        description="longest / shortest axis of the predicted nodule; null when the map shows too little of it"
+    )
     spiculation_score: float = Field(description="the model's LIDC spiculation score, 1-5")
 
 

@@ -1,8 +1,9 @@
 """Lung-RADS v2022 (American College of Radiology), baseline screening, for one nodule from the model's type and
 sizes: category 2, 3, 4A or 4B with its management and risk band, and what the rules need that a patch cannot show.
 
-Sizes are mean diameters ((long axis + perpendicular short axis) / 2 on the axial section) rounded to one decimal,
-as v2022 asks. The table (baseline, no prior CT):
+Sizes are mean diameters ((long axis + perpendicular short axis) / 2) rounded to one decimal, as v2022 asks, taken
+"in any plane to reflect the true size": the model's axial sizes scaled to the section (axial, coronal or sagittal)
+where the nodule is largest (service.clinical.sections). The table (baseline, no prior CT):
 
 | type | 2 | 3 | 4A | 4B |
 | --- | --- | --- | --- | --- |
@@ -19,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
+from service.clinical.sections import ELONGATED, Sections, in_largest_section
 
 VERSION = "Lung-RADS v2022 (ACR), baseline screening"
 BOUNDARY_MARGIN_MM = 1.0  # a size this close to a threshold gets a note: the model's diameter error is ~0.6 mm
@@ -60,9 +62,10 @@ _NON_SOLID = [(30.0, "2"), (math.inf, "3")]
 _LABELS = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "non-solid (ground-glass)"}
 
 NOT_ASSESSED = (
-    "elongated nodules: the model was trained on nodules whose axes differ by at most about 1.4 times; a more "
-    "elongated or tube-like nodule is under-measured (it may be partly taken for a vessel) and its category may be "
-    "too low: measure its long and short axes by hand",
+    "elongated nodules: sizes are taken in the section where the nodule's predicted extent is largest, but the "
+    "model was trained on nodules whose axes differ by at most about 1.4 times; a more elongated or tube-like "
+    "nodule is still under-measured on average (it may be partly taken for a vessel) and its category may be too "
+    "low: measure its long and short axes by hand",
     "prior CT: v2022 categories for new, growing, stable or resolving nodules need a comparison; a baseline screen "
     "is assumed",
     "calcification pattern and fat: a benign calcification (complete, central, popcorn, concentric rings) or fat "
@@ -149,6 +152,9 @@ class Assessment:
     nodule_type: str
     diameter_mm: float
     solid_diameter_mm: float | None
+    plane: str
+    axial_diameter_mm: float
+    elongation: float | None
     spiculation_score: float
     suggest_4x_review: bool
     alternatives: list[dict[str, Any]] = field(default_factory=list)
@@ -167,6 +173,9 @@ class Assessment:
                 "nodule_type": self.nodule_type,
                 "diameter_mm": self.diameter_mm,
                 "solid_diameter_mm": self.solid_diameter_mm,
+                "plane": self.plane,
+                "axial_diameter_mm": self.axial_diameter_mm,
+                "elongation": self.elongation,
                 "spiculation_score": round(self.spiculation_score, 3),
             },
             "suggest_4x_review": self.suggest_4x_review,
@@ -178,18 +187,45 @@ class Assessment:
 
 
 def assess(
-    type_probabilities: dict[str, float], diameter_mm: float, solid_diameter_mm: float, spiculation_score: float
+    type_probabilities: dict[str, float],
+    diameter_mm: float,
+    solid_diameter_mm: float,
+    spiculation_score: float,
+    shape: Sections | None = None,
+    solid_shape: Sections | None = None,
 ) -> Assessment:
-    """Lung-RADS for the model's most probable type; other types it finds plausible are assessed alongside."""
+    """Lung-RADS for the model's most probable type; other types it finds plausible are assessed alongside. The
+    diameters are the model's axial ones; `shape` and `solid_shape` (the nodule's and its solid part's sections,
+    when the map shows them) scale them to the section where each is largest."""
     nodule_type = max(type_probabilities, key=lambda k: type_probabilities[k])
-    total = round_mean_diameter(diameter_mm)
-    solid = round_mean_diameter(max(solid_diameter_mm, 0.0))
+    axial = round_mean_diameter(diameter_mm)
+    plane = shape.largest if shape else "axial"
+    total = round_mean_diameter(in_largest_section(diameter_mm, shape))
+    solid = round_mean_diameter(in_largest_section(max(solid_diameter_mm, 0.0), solid_shape))
     notes = []
     if solid > total:  # a solid nodule's "solid component" is the nodule itself; only part-solid ones need a word
         if nodule_type == "part_solid":
             notes.append(f"the predicted solid component ({solid:.1f} mm) exceeds the nodule ({total:.1f} mm); capped")
         solid = total
     code, rule = categorize(nodule_type, total, solid)
+    axial_solid = min(round_mean_diameter(max(solid_diameter_mm, 0.0)), axial)
+    axial_code, _ = categorize(nodule_type, axial, axial_solid)
+    if axial_code != code:
+        part = nodule_type == "part_solid"
+        notes.append(
+            f"sized where the nodule is largest, as v2022 measures: {total:.1f} mm in the {plane} section"
+            + (f", solid component {solid:.1f} mm" if part else "")
+            + f"; its axial section alone ({axial:.1f} mm"
+            + (f", solid component {axial_solid:.1f} mm" if part else "")
+            + f") would give category {axial_code}"
+        )
+    if shape is not None and shape.elongation >= ELONGATED:
+        notes.append(
+            f"elongated: the predicted nodule is {shape.elongation:.1f} times longer than wide, beyond the training "
+            "shapes (about 1.4), and its size may be too small, within the axial plane too; the occupancy map alone "
+            f"gives {shape.largest_mm:.1f} mm in its {shape.largest} section (it may take in an attached vessel): "
+            "measure the long and short axes by hand"
+        )
     notes += _boundary_notes(nodule_type, {"mean diameter": total, "solid component": solid})
     alternatives = []
     for other, p in type_probabilities.items():
@@ -210,6 +246,9 @@ def assess(
         nodule_type=nodule_type,
         diameter_mm=total,
         solid_diameter_mm=solid if nodule_type == "part_solid" else None,
+        plane=plane,
+        axial_diameter_mm=axial,
+        elongation=round(shape.elongation, 2) if shape else None,
         spiculation_score=float(spiculation_score),
         suggest_4x_review=suggest_4x,
         alternatives=alternatives,

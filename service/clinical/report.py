@@ -13,6 +13,7 @@ from service.clinical.brock import PatientFactors, brock_probability
 from service.clinical.calibration import calibrated_positive, calibrated_row
 from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
 from service.clinical.lung_rads import assess
+from service.clinical.sections import Sections, sections
 from service.runtime.manifest import Manifest
 
 
@@ -33,6 +34,8 @@ class OutputIndex:
     solid_diameter: int
     attributes: int
     spiculation: int
+    occupancy: int | None = None  # the occupancy map, when the model has one with nodule and solid-part channels
+    occupancy_voxel_mm: float = 0.0
 
     @classmethod
     def of(cls, manifest: Manifest) -> OutputIndex | None:
@@ -41,6 +44,7 @@ class OutputIndex:
         try:
             mal, typ, mea, att = (names.index(n) for n in ("malignancy", "nodule_type", "measurements", "attributes"))
             labels = [manifest.outputs[i].labels or [] for i in (mal, typ, mea, att)]
+            occupancy, voxel_mm = _occupancy_output(manifest)
             return cls(
                 malignancy=mal,
                 malignancy_labels=labels[0],
@@ -51,15 +55,33 @@ class OutputIndex:
                 solid_diameter=labels[2].index("solid_diameter_mm"),
                 attributes=att,
                 spiculation=labels[3].index("spiculation"),
+                occupancy=occupancy,
+                occupancy_voxel_mm=voxel_mm,
             )
         except ValueError:
             return None
+
+    def shapes(self, outputs: Sequence[np.ndarray]) -> tuple[Sections | None, Sections | None]:
+        """The nodule's and its solid part's sections, from this row's occupancy map (None where there is none)."""
+        if self.occupancy is None:
+            return None, None
+        nodule, solid_part = outputs[self.occupancy]
+        return sections(nodule, self.occupancy_voxel_mm), sections(solid_part, self.occupancy_voxel_mm)
 
     def p_malignant(self, outputs: Sequence[np.ndarray], manifest: Manifest) -> float:
         """Calibrated P(malignant) of one row of outputs."""
         row = outputs[self.malignancy]
         label = manifest.calibration.positive_label if manifest.calibration else "malignant"
         return calibrated_positive(float(row[self.malignancy_labels.index(label)]), manifest.calibration)
+
+
+def _occupancy_output(manifest: Manifest) -> tuple[int | None, float]:
+    """Index of the (N, 2, d, d, d) occupancy output and its voxel size in mm, or (None, 0) when there is none."""
+    for i, spec in enumerate(manifest.outputs):
+        if spec.name == "occupancy" and spec.labels == ["nodule", "solid_part"] and len(spec.shape) == 5:
+            d = manifest.preprocessing.patch_size * manifest.preprocessing.spacing_mm
+            return i, d / spec.shape[-1]
+    return None, 0.0
 
 
 def clinical_fields(
@@ -76,7 +98,7 @@ def clinical_fields(
     diameter = float(outputs[index.measurements][index.diameter])
     solid = float(outputs[index.measurements][index.solid_diameter])
     spiculation = float(outputs[index.attributes][index.spiculation])
-    lung_rads = assess(types, diameter, solid, spiculation)
+    lung_rads = assess(types, diameter, solid, spiculation, *index.shapes(outputs))
     fields: dict[str, Any] = {
         "malignancy": {k: _r(v) for k, v in zip(index.malignancy_labels, calibrated, strict=True)},
         "malignancy_raw": {k: _r(v) for k, v in zip(index.malignancy_labels, raw, strict=True)},
@@ -97,7 +119,8 @@ def clinical_fields(
         )
         fields["brock_inputs"] = {
             "size_mm": lung_rads.diameter_mm,
-            "size_definition": "model's mean axial diameter (PanCan used the longest diameter)",
+            "size_definition": "mean diameter in the nodule's largest section, as for Lung-RADS (PanCan used the "
+            "longest diameter)",
             "nodule_type": lung_rads.nodule_type,
             "spiculated": spiculated,
             "spiculation_threshold": SPICULATION_THRESHOLD,

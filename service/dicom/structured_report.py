@@ -1,6 +1,7 @@
 """The answer to a CT upload as a DICOM Comprehensive 3D SR (TID 1500 Measurement Report), built with highdicom:
 one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the series' frame of reference), mean
-diameter, mean diameter of the solid component, volume, calibrated probability of cancer (and Brock's, when
+diameter (axial), mean diameter of the solid component, volume, the mean diameter in the largest section that the
+Lung-RADS category rests on, calibrated probability of cancer (and Brock's, when
 computed), type and Lung-RADS category; the model is the observer device. Patient and study modules are copied
 from the upload, as DICOM requires; nothing of them is logged. Research use: the document is marked preliminary,
 unverified.
@@ -40,6 +41,7 @@ YES, NO = codes.SCT.Yes, codes.SCT.No
 BROCK = hd.sr.CodedConcept("brock_pancan_2b", SCHEME, "Brock (PanCan) full model with spiculation")
 CALIBRATED = hd.sr.CodedConcept("calibrated", SCHEME, "Res-MTNet, calibrated")
 SOLID_DIAMETER = hd.sr.CodedConcept("solid_diameter", SCHEME, "Diameter of the solid component")
+LUNG_RADS_SIZE = hd.sr.CodedConcept("lung_rads_size", SCHEME, "Diameter in the largest section (Lung-RADS)")
 
 
 def _base_header(source: SeriesSource) -> Dataset:
@@ -105,6 +107,17 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
             algorithm_id=algorithm,
         ),
     ]
+    rads = nodule.get("lung_rads")
+    if rads:  # the size the category rests on: the mean diameter in the section where the nodule is largest
+        out.append(
+            hd.sr.Measurement(
+                name=LUNG_RADS_SIZE,
+                value=rads["basis"]["diameter_mm"],
+                unit=codes.UCUM.Millimeter,
+                derivation=codes.SCT.Mean,
+                algorithm_id=algorithm,
+            )
+        )
     if nodule.get("brock_probability") is not None:
         out.append(
             hd.sr.Measurement(

@@ -18,7 +18,8 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    """One graph input or output; -1 marks the dynamic batch axis."""
+    """One graph input or output; -1 marks the dynamic batch axis. Labels (and units) name the entries of the axis
+    after the batch axis: a head's classes or measurements, or a map's channels."""
 
     name: str
     dtype: Literal["float32"] = "float32"
@@ -29,12 +30,18 @@ class TensorSpec(_Strict):
 
     @model_validator(mode="after")
     def _labels_match_width(self) -> TensorSpec:
-        width = self.shape[-1]
+        width = self.shape[1] if len(self.shape) > 1 else self.shape[0]
         for field in ("labels", "units"):
             values = getattr(self, field)
             if values is not None and len(values) != width:
-                raise ValueError(f"{self.name}: {len(values)} {field} for a last axis of {width}")
+                raise ValueError(f"{self.name}: {len(values)} {field} for an axis of {width} after the batch axis")
         return self
+
+    @property
+    def per_label(self) -> bool:
+        """One value per label in each row (a head's probabilities or measurements), as the JSON answer shows them;
+        a map (the occupancy) is read by the service, not shown."""
+        return self.labels is not None and len(self.shape) == 2
 
 
 class Preprocessing(_Strict):

@@ -10,6 +10,7 @@ import tomllib
 import pytest
 from packaging.requirements import Requirement
 
+from tests.conftest import DEFAULT_VERSION
 from tests.deploy.conftest import REPO, run_tool, venv_tool
 from tests.deploy.dockerfile import Dockerfile, parse_dockerfile
 
@@ -180,4 +181,4 @@ def test_dockerignore_keeps_tests_data_and_caches_out_and_the_copied_files_in(do
         assert not dockerignore_excludes(source, patterns), source
         assert (REPO / source).exists(), source
     assert not dockerignore_excludes("service/main.py", patterns)
-    assert not dockerignore_excludes("model_store/res_mtnet/1.0.0/model.onnx", patterns)
+    assert not dockerignore_excludes(f"model_store/res_mtnet/{DEFAULT_VERSION}/model.onnx", patterns)

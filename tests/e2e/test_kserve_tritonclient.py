@@ -20,7 +20,8 @@ from tests.e2e.servers import npy, server
 pytestmark = pytest.mark.slow
 
 MODEL = "res_mtnet"
-HEADS = ("malignancy", "nodule_type", "measurements", "attributes")
+HEADS = ("malignancy", "nodule_type", "measurements", "attributes")  # the labelled heads /predict answers with
+OUTPUTS = (*HEADS, "occupancy")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_server_and_model_are_live_ready_and_described(client):
     meta = client.get_model_metadata(MODEL)
     assert meta["versions"] == [TEST_VERSION] and meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "patch", "datatype": "FP32", "shape": [-1, 1, 32, 32, 32]}]
-    assert [(o["name"], o["datatype"], o["shape"][0]) for o in meta["outputs"]] == [(h, "FP32", -1) for h in HEADS]
+    assert [(o["name"], o["datatype"], o["shape"][0]) for o in meta["outputs"]] == [(h, "FP32", -1) for h in OUTPUTS]
     assert client.get_model_config(MODEL)["max_batch_size"] == 8
 
 
@@ -95,9 +96,10 @@ def test_a_batch_as_json_or_binary_tensors_equals_predict_patch_by_patch(client,
 def test_default_outputs_come_back_binary_and_whole(client):
     x = np.random.default_rng(0).random((2, 1, 32, 32, 32), dtype=np.float32)
     result = client.infer(MODEL, [patch_input(x, binary=True)])  # no outputs named: all of them, binary
-    assert [o["name"] for o in result.get_response()["outputs"]] == list(HEADS)
+    assert [o["name"] for o in result.get_response()["outputs"]] == list(OUTPUTS)
     assert all("binary_data_size" in o["parameters"] for o in result.get_response()["outputs"])
     assert result.as_numpy("attributes").shape == (2, 6)
+    assert result.as_numpy("occupancy").shape == (2, 2, 16, 16, 16)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 
 import training.calibration as cal
 from service.runtime.manifest import Manifest
-from tests.conftest import DEFAULT_STORE
+from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION
 from training.reliability_plot import PLOT_FILE
 
 
@@ -84,7 +84,7 @@ def test_export_stores_the_calibration_and_draws_the_reliability_plot(tmp_path):
 
 
 def test_the_committed_model_records_its_calibration_before_and_after():
-    folder = DEFAULT_STORE / "res_mtnet" / "1.0.0"
+    folder = DEFAULT_STORE / "res_mtnet" / DEFAULT_VERSION
     manifest = Manifest.read(folder)
     fitted = manifest.evaluation["malignancy_calibration"]
     assert manifest.calibration is not None and manifest.calibration.temperature == fitted["temperature"]

@@ -18,7 +18,10 @@ def test_export_writes_a_verified_manifest_and_card(tiny_store):
     assert resolve(tiny_store, "res_mtnet").manifest == m
     assert m.export["parity_max_abs_diff_probabilities"] <= PARITY_LIMIT
     assert m.performance["flops_per_patch"] > 0 and m.performance["ms_per_patch_batch1"] > 0
-    assert [o.name for o in m.outputs] == ["malignancy", "nodule_type", "measurements", "attributes"]
+    assert [o.name for o in m.outputs] == ["malignancy", "nodule_type", "measurements", "attributes", "occupancy"]
+    occupancy = m.outputs[-1]
+    assert occupancy.shape == [-1, 2, 16, 16, 16] and occupancy.labels == ["nodule", "solid_part"]
+    assert "2.5 mm voxel" in occupancy.description
     assert m.inputs[0].shape == [-1, 1, 32, 32, 32]
     assert (
         "Not a diagnosis" in (folder / "MODEL_CARD.md").read_text()
@@ -31,7 +34,7 @@ def test_dynamic_batch_axis_and_parity_at_several_batch_sizes(tiny_store):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n in (1, 3, 16):
         outs = session.run(None, {"patch": np.random.default_rng(n).random((n, 1, 32, 32, 32), dtype=np.float32)})
-        assert [o.shape[0] for o in outs] == [n] * 4
+        assert [o.shape[0] for o in outs] == [n] * 5
 
 
 def test_parity_detects_a_different_model(tiny_store):

@@ -7,15 +7,16 @@ def test_forward_shapes_and_ranges():
     model = ResMTNet(ResMTNetConfig(widths=[4, 8, 16], blocks=[1, 2, 1], head_hidden=8)).eval()
     x = torch.rand(3, 1, 32, 32, 32)
     with torch.no_grad():
-        mal, kind, meas, attrs = model(x)
+        mal, kind, meas, attrs, occupancy = model(x)
         train = model.forward_train(x)
     assert mal.shape == (3, 2) and kind.shape == (3, 3) and meas.shape == (3, 3)
     assert attrs.shape == (3, len(ATTRIBUTE_LABELS))
     torch.testing.assert_close(mal.sum(1), torch.ones(3))
     torch.testing.assert_close(kind.sum(1), torch.ones(3))
     assert (meas >= 0).all() and ((attrs >= 1) & (attrs <= 5)).all()
-    assert train["occupancy_logits"].shape == (3, 2, 16, 16, 16)
-    assert OUTPUT_NAMES == ["malignancy", "nodule_type", "measurements", "attributes"]
+    assert train["occupancy_logits"].shape == occupancy.shape == (3, 2, 16, 16, 16)
+    torch.testing.assert_close(occupancy, torch.sigmoid(train["occupancy_logits"]))
+    assert OUTPUT_NAMES == ["malignancy", "nodule_type", "measurements", "attributes", "occupancy"]
 
 
 def test_width_and_depth_are_configurable():

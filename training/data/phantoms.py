@@ -94,15 +94,29 @@ def integrated_volume(nodule: Nodule, scale: float = 1.0) -> float:
     return float(np.mean(nodule.radius(u, scale) ** 3) * 4.0 * np.pi / 3.0)
 
 
-def axial_mean_diameter(nodule: Nodule, scale: float = 1.0) -> float:
-    """Lung-RADS mean diameter: (long axis + perpendicular short axis) / 2 on the central axial section."""
+SECTIONS = {"axial": 0, "coronal": 1, "sagittal": 2}  # the plane normal to z, y or x
+
+
+def section_mean_diameter(nodule: Nodule, plane: str = "axial", scale: float = 1.0) -> float:
+    """Mean diameter, (long axis + perpendicular short axis) / 2, on the nodule's central section in one plane."""
     if scale <= 0:
         return 0.0
     angles = np.linspace(0, np.pi, 360, endpoint=False)
-    dirs = np.stack([np.zeros_like(angles), np.sin(angles), np.cos(angles)], axis=1)
+    dirs = np.zeros((len(angles), 3))
+    dirs[:, [i for i in range(3) if i != SECTIONS[plane]]] = np.stack([np.sin(angles), np.cos(angles)], axis=1)
     chords = nodule.radius(dirs, scale) + nodule.radius(-dirs, scale)
     k = int(np.argmax(chords))
     return float((chords[k] + chords[(k + 180) % 360]) / 2.0)
+
+
+def axial_mean_diameter(nodule: Nodule, scale: float = 1.0) -> float:
+    """The mean diameter on the central axial section: the phantoms' (and LIDC's) diameter label."""
+    return section_mean_diameter(nodule, "axial", scale)
+
+
+def largest_section_mean_diameter(nodule: Nodule, scale: float = 1.0) -> float:
+    """Lung-RADS v2022 size: the mean diameter in the plane (axial, coronal, sagittal) where the nodule is largest."""
+    return max(section_mean_diameter(nodule, plane, scale) for plane in SECTIONS)
 
 
 def brock_probability(diameter_mm: float, kind: str, spiculated: bool, rng: np.random.Generator) -> float:
@@ -129,12 +143,19 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_nodule(
-    rng: np.random.Generator, center_mm: tuple[float, float, float], diameter_range=(3.0, 35.0)
+    rng: np.random.Generator,
+    center_mm: tuple[float, float, float],
+    diameter_range=(3.0, 35.0),
+    elongation: tuple[float, float] | None = None,
 ) -> Nodule:
-    """Draw a nodule: log-uniform size, type, shape irregularity; ground truth computed exactly."""
+    """Draw a nodule: log-uniform size, type, shape irregularity; ground truth computed exactly. Axes differ by up
+    to about 1.4 times; with `elongation` (lo, hi), one axis is that many times longer than the other two, cigar-like
+    (an evaluation set: the model never trains on them)."""
     lo, hi = diameter_range
     d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     ratios = rng.uniform(0.7, 1.0, size=3)
+    if elongation is not None:
+        ratios = np.array([rng.uniform(*elongation), 1.0, 1.0])
     ratios /= np.cbrt(np.prod(ratios))
     kind = str(rng.choice(TYPES, p=[0.55, 0.25, 0.20]))
     shape_kind = rng.choice(["smooth", "lobulated", "spiculated"], p=[0.45, 0.3, 0.25])
@@ -268,7 +289,9 @@ def random_spacing(rng: np.random.Generator) -> tuple[float, float, float]:
     return (float(rng.choice([0.625, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0])), inplane, inplane)
 
 
-def render_patch(seed: int, spec: Preprocessing, diameter_range=(3.0, 35.0)) -> PhantomPatch:
+def render_patch(
+    seed: int, spec: Preprocessing, diameter_range=(3.0, 35.0), elongation: tuple[float, float] | None = None
+) -> PhantomPatch:
     """One training or test example, deterministic by seed, through the service's preprocessing."""
     rng = np.random.default_rng(seed)
     spacing = random_spacing(rng)
@@ -276,7 +299,7 @@ def render_patch(seed: int, spec: Preprocessing, diameter_range=(3.0, 35.0)) -> 
     shape = tuple(int(math.ceil(fov / s)) + 1 for s in spacing)
     extent = np.array([(n - 1) * s for n, s in zip(shape, spacing, strict=True)])
     center = tuple(float(v) for v in extent / 2.0 + rng.uniform(-1.5, 1.5, 3))
-    nodule = sample_nodule(rng, center, diameter_range)
+    nodule = sample_nodule(rng, center, diameter_range, elongation)
     vol = lung_background(shape, spacing, rng)
     paint_nodule(vol, spacing, nodule)
     vol = scanner(vol, spacing, rng)

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from service.api.schemas import PredictResponse
 from service.clinical.brock import PatientFactors, brock_probability
 from service.clinical.calibration import calibrated_positive
+from service.clinical.sections import ELONGATED
 from service.runtime.manifest import Manifest
-from tests.conftest import TEST_VERSION
+from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION, TEST_VERSION
 from tests.service.api.conftest import make_client, npy
 from tests.service.api.test_predict import assert_problem, post_npy
+from tests.service.clinical.test_sections import ellipsoid
 from tests.service.dicom.builders import form_files, small_chest, world_centers, write
+from training.data.phantoms import lung_background, paint_nodule, scanner
 
 CLINICAL = {
     "age": 68,
@@ -33,7 +38,9 @@ def test_every_nodule_gets_lung_rads_and_labelled_raw_probabilities(client, hu_p
     rads = nodule["lung_rads"]
     assert "v2022" in rads["version"] and rads["category"] in {"2", "3", "4A", "4B"}
     assert rads["management"] and rads["risk"] and rads["not_assessed"]
-    assert rads["basis"]["diameter_mm"] == round(nodule["measurements"]["diameter_mm"], 1)
+    assert rads["basis"]["axial_diameter_mm"] == round(nodule["measurements"]["diameter_mm"], 1)
+    assert rads["basis"]["diameter_mm"] >= rads["basis"]["axial_diameter_mm"]
+    assert "occupancy" not in nodule  # the map is read by the service, not answered
     # the tiny test model has no calibration: malignancy is the raw probability, said so
     assert nodule["malignancy_calibration"] is None and nodule["malignancy"] == nodule["malignancy_raw"]
     assert nodule["brock_probability"] is None and nodule["malignancy_uncertainty"] is None
@@ -145,3 +152,33 @@ def test_a_series_gets_brock_per_nodule_with_upper_lobe_per_centre(client, chest
     assert upper["malignancy_uncertainty"]["views"] == 8 and upper["lung_rads"]["category"]
     bad = {"centers": json.dumps(centers), "clinical": json.dumps(CLINICAL)}
     assert_problem(client.post("/predict", files=form_files(paths), data=bad), 422, "upper_lobe must be a list of 2")
+
+
+@pytest.mark.parametrize("long_axis", [0, 2])  # along z (a vertical section shows it) or along x (the axial one does)
+def test_the_default_model_sizes_an_elongated_nodule_in_its_largest_section_and_flags_it(long_axis):
+    """A 6 x 6 x 16 mm solid cigar in noisy lung, 11 mm in the section Lung-RADS v2022 measures it in (category 4A).
+    Along z its axial cut shows much less, and the largest section restores the category. Along x the diameter head
+    under-measures it within the axial plane (a known limit): the answer must then say so and ask for a measurement."""
+    spacing = (1.0, 0.7, 0.7)
+    rng = np.random.default_rng(11)
+    shape = (48, 72, 72)
+    hu = lung_background(shape, spacing, rng)
+    centre = tuple((n - 1) * s / 2 for n, s in zip(shape, spacing, strict=True))
+    semi_axes = [3.0, 3.0, 3.0]
+    semi_axes[long_axis] = 8.0
+    paint_nodule(hu, spacing, dataclasses.replace(ellipsoid(semi_axes), center_mm=centre))
+    hu = scanner(hu, spacing, rng)
+    with make_client(DEFAULT_STORE, model_version=DEFAULT_VERSION, intra_op_threads=2) as c:
+        r = post_npy(c, hu, spacing=",".join(map(str, spacing)))
+    assert r.status_code == 200, r.text
+    rads = r.json()["nodules"][0]["lung_rads"]
+    basis = rads["basis"]
+    assert basis["nodule_type"] == "solid" and basis["elongation"] >= ELONGATED
+    (flag,) = [n for n in rads["notes"] if "times longer than wide" in n]
+    assert "measure the long and short axes by hand" in flag
+    if long_axis == 0:
+        assert basis["plane"] in ("coronal", "sagittal") and basis["axial_diameter_mm"] < 8.0
+        assert 8.0 <= basis["diameter_mm"] < 15.0 and rads["category"] == "4A"
+        assert any("would give category 3" in n or "would give category 2" in n for n in rads["notes"])
+    else:
+        assert basis["plane"] == "axial" and basis["diameter_mm"] == basis["axial_diameter_mm"]

@@ -33,8 +33,11 @@ def test_npy_patch_gets_every_head_labelled_from_the_manifest(client, hu_patch, 
     body = PredictResponse.model_validate(r.json()).model_dump()
     manifest = Manifest.read(tiny_store / "res_mtnet" / TEST_VERSION)
     (nodule,) = body["nodules"]
-    for spec in manifest.outputs:
+    heads = [spec for spec in manifest.outputs if spec.per_label]
+    assert [spec.name for spec in heads] == ["malignancy", "nodule_type", "measurements", "attributes"]
+    for spec in heads:
         assert list(nodule[spec.name]) == spec.labels
+    assert "occupancy" not in nodule and "occupancy" not in body["units"]  # the map is the service's, not shown
     assert sum(nodule["malignancy"].values()) == pytest.approx(1, abs=1e-4)
     assert sum(nodule["nodule_type"].values()) == pytest.approx(1, abs=1e-4)
     assert all(1 <= v <= 5 for v in nodule["attributes"].values())

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from service.clinical.lung_rads import CATEGORIES, NOT_ASSESSED, VERSION, assess, categorize, round_mean_diameter
+from service.clinical.sections import Sections
 
 SOLID = {"solid": 0.9, "part_solid": 0.05, "ground_glass": 0.05}
 PART_SOLID = {"solid": 0.05, "part_solid": 0.9, "ground_glass": 0.05}
@@ -85,6 +86,9 @@ def test_assessment_carries_version_management_risk_and_what_was_not_assessed():
         "nodule_type": "solid",
         "diameter_mm": 10.2,
         "solid_diameter_mm": None,
+        "plane": "axial",
+        "axial_diameter_mm": 10.2,
+        "elongation": None,
         "spiculation_score": 1.1,
     }
     assert out["suggest_4x_review"] is False
@@ -126,3 +130,44 @@ def test_a_solid_component_larger_than_the_nodule_is_capped_and_noted():
 def test_a_solid_nodules_solid_component_needs_no_note():
     out = assess(SOLID, 12.0, 12.1, 1.0)
     assert out.category.code == "4A" and not out.notes
+
+
+def _shape(axial: float, coronal: float, sagittal: float, elongation: float = 2.0) -> Sections:
+    return Sections({"axial": axial, "coronal": coronal, "sagittal": sagittal}, elongation)
+
+
+def test_an_elongated_nodule_is_categorized_by_its_largest_section():
+    """A 6 x 6 x 16 mm solid nodule along z: 5.4 mm on its axial cut (category 2), 9.9 mm in its coronal section."""
+    cigar = _shape(6.0, 11.0, 10.5, elongation=2.6)
+    out = assess(SOLID, 5.4, 5.4, 1.1, cigar).as_dict()
+    assert out["category"] == "4A"
+    assert out["basis"]["diameter_mm"] == 9.9 and out["basis"]["axial_diameter_mm"] == 5.4
+    assert out["basis"]["plane"] == "coronal" and out["basis"]["elongation"] == 2.6
+    note = "9.9 mm in the coronal section"
+    assert any(note in n and "(5.4 mm) would give category 2" in n for n in out["notes"])
+    assert any("2.6 times longer than wide" in n and "11.0 mm in its coronal section" in n for n in out["notes"])
+    oval = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 15.5, 12.0, elongation=1.4)).as_dict()
+    assert oval["basis"]["diameter_mm"] == 15.5
+    assert oval["category"] == "4B" and any("category 4A" in n for n in oval["notes"])
+    assert not any("longer than wide" in n for n in oval["notes"])  # within the training shapes: no such note
+    slight = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 10.3, 10.1, 1.1)).as_dict()
+    assert slight["basis"]["plane"] == "coronal" and slight["basis"]["diameter_mm"] == 10.3
+    assert not any("section" in note for note in slight["notes"])  # same category: nothing to note
+    assert assess(SOLID, 5.4, 5.4, 1.1).as_dict()["category"] == "2"  # without a shape, the axial size stands
+
+
+def test_a_nodule_largest_in_its_axial_section_keeps_its_axial_size():
+    out = assess(SOLID, 7.9, 7.9, 1.1, _shape(9.0, 6.5, 8.5, elongation=1.3)).as_dict()
+    assert out["category"] == "3" and out["basis"]["plane"] == "axial" and out["basis"]["diameter_mm"] == 7.9
+    assert not any("section" in note for note in out["notes"])
+
+
+def test_the_solid_component_is_scaled_by_its_own_section():
+    part_solid = {"solid": 0.05, "part_solid": 0.9, "ground_glass": 0.05}
+    round_body, long_core = _shape(8.0, 8.0, 8.0, 1.0), _shape(4.0, 7.0, 7.0)
+    out = assess(part_solid, 12.0, 4.0, 1.1, round_body, long_core).as_dict()
+    assert out["basis"]["diameter_mm"] == 12.0 and out["basis"]["solid_diameter_mm"] == 7.0
+    assert out["category"] == "4A"  # solid component 6 to < 8 mm; 3 on its axial 4.0 mm
+    assert any(
+        "solid component 7.0 mm" in n and "solid component 4.0 mm) would give category 3" in n for n in out["notes"]
+    )

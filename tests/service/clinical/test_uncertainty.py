@@ -10,7 +10,7 @@ from service.clinical.calibration import calibrated_positive
 from service.clinical.uncertainty import MAX_VIEWS, extra_views, spread, submit_with_views
 from service.runtime.session import open_session
 from service.runtime.store import resolve
-from tests.conftest import DEFAULT_STORE
+from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION
 from training.data.phantoms import render_patch
 
 
@@ -35,7 +35,7 @@ def test_spread_summarises_the_views():
 
 @pytest.fixture(scope="module")
 def model():
-    return open_session(resolve(DEFAULT_STORE, "res_mtnet", "1.0.0"), "cpu", intra_op_threads=2, spinning=False)
+    return open_session(resolve(DEFAULT_STORE, "res_mtnet", DEFAULT_VERSION), "cpu", intra_op_threads=2, spinning=False)
 
 
 def _spreads(model, cubes: list[np.ndarray]) -> tuple[list[float], list[int]]:

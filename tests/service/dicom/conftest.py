@@ -9,11 +9,11 @@ from service.dicom.pipeline import PreparedSeries, prepare
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits
 from service.runtime.manifest import Manifest
-from tests.conftest import DEFAULT_STORE
+from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION
 from tests.service.dicom.builders import small_chest, world_centers, write
 
 LIMITS = SeriesLimits(max_files=512, max_bytes=64 << 20, max_zip_entries=600, max_nodules=8)
-SPEC = Manifest.read(DEFAULT_STORE / "res_mtnet" / "1.0.0").preprocessing
+SPEC = Manifest.read(DEFAULT_STORE / "res_mtnet" / DEFAULT_VERSION).preprocessing
 
 
 def run(

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import DEFAULT_STORE
+from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION
 from tests.service.api.conftest import make_client
 from tests.service.dicom.builders import form_files, world_centers, write
 from training.data.chest import render_chest
@@ -24,7 +24,7 @@ MAE_LIMIT_MM = 1.5
 
 def test_diameter_mae_through_the_dicom_path_is_at_most_1_5_mm(tmp_path, capsys):
     errors, rows = [], []
-    with make_client(DEFAULT_STORE, model_version="1.0.0", intra_op_threads=2, max_batch_size=4) as client:
+    with make_client(DEFAULT_STORE, model_version=DEFAULT_VERSION, intra_op_threads=2, max_batch_size=4) as client:
         for n, spacing in enumerate(SPACINGS):
             phantom = render_chest(200 + n, shape=(64, 512, 512), spacing=spacing, n_nodules=4, diameter_range=(4, 30))
             paths = write(phantom, tmp_path / str(n), feet_first=n % 2 == 1, flip_x=n % 2 == 1)

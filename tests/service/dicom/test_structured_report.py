@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from service.dicom.structured_report import SCHEME, SOLID_DIAMETER
+from service.dicom.structured_report import LUNG_RADS_SIZE, SCHEME, SOLID_DIAMETER
 from tests.service.api.conftest import make_client
 from tests.service.dicom.builders import form_files, small_chest, world_centers, write
 
@@ -92,6 +92,8 @@ def test_the_sr_carries_every_nodule_as_the_json_answer_does(answers, upload):
         assert _value(group, codes.SCT.Volume) == pytest.approx(nodule["measurements"]["volume_mm3"], abs=1e-6)
         solid = _value(group, Code(SOLID_DIAMETER.value, SCHEME, SOLID_DIAMETER.meaning))
         assert solid == pytest.approx(nodule["measurements"]["solid_diameter_mm"], abs=1e-6)
+        size = _value(group, Code(LUNG_RADS_SIZE.value, SCHEME, LUNG_RADS_SIZE.meaning))
+        assert size == pytest.approx(nodule["lung_rads"]["basis"]["diameter_mm"], abs=1e-6)
         p_model = _value(group, codes.DCM.ProbabilityOfCancer, "calibrated")
         assert p_model == pytest.approx(nodule["malignancy"]["malignant"], abs=1e-6)
         p_brock = _value(group, codes.DCM.ProbabilityOfCancer, "brock_pancan_2b")

@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from service.runtime.manifest import MANIFEST_FILE, Manifest
+from service.runtime.manifest import MANIFEST_FILE, Manifest, TensorSpec
 from tests.conftest import TEST_VERSION
 
 
@@ -28,3 +28,12 @@ def test_a_calibration_must_name_a_two_label_output_and_its_positive_label(tiny_
     ):
         with pytest.raises(ValidationError):
             Manifest.model_validate({**doc, "calibration": bad})
+
+
+def test_labels_name_the_axis_after_the_batch_axis_and_only_rows_of_labels_are_answered():
+    head = TensorSpec(name="measurements", shape=[-1, 3], labels=["a", "b", "c"], units=["mm", "mm3", "mm"])
+    grid = TensorSpec(name="occupancy", shape=[-1, 2, 16, 16, 16], labels=["nodule", "solid_part"])
+    assert head.per_label and not grid.per_label
+    assert not TensorSpec(name="x", shape=[-1, 3]).per_label
+    with pytest.raises(ValidationError, match="occupancy: 16 labels for an axis of 2 after the batch axis"):
+        TensorSpec(name="occupancy", shape=[-1, 2, 16, 16, 16], labels=[str(i) for i in range(16)])
