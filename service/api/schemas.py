@@ -41,7 +41,10 @@ class LungRadsBasis(BaseModel):
         description="mean diameter in the section where the nodule is largest, rounded to one decimal"
     )
     solid_diameter_mm: float | None = Field(description="solid component, part-solid nodules only, likewise")
-    plane: Literal["axial", "coronal", "sagittal"] = Field(description="the section the sizes were taken in")
+    plane: Literal["axial", "coronal", "sagittal"] = Field(description="the section the diameter was taken in")
+    solid_plane: Literal["axial", "coronal", "sagittal"] | None = Field(
+        description="the section the solid component was taken in, part-solid nodules only"
+    )
     axial_diameter_mm: float = Field(description="the model's mean diameter on the axial section, one decimal")
     elongation: float | None = Field(
         description="longest / shortest axis of the predicted nodule; null when the map shows too little of it"

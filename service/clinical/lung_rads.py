@@ -153,6 +153,7 @@ class Assessment:
     diameter_mm: float
     solid_diameter_mm: float | None
     plane: str
+    solid_plane: str | None
     axial_diameter_mm: float
     elongation: float | None
     spiculation_score: float
@@ -174,6 +175,7 @@ class Assessment:
                 "diameter_mm": self.diameter_mm,
                 "solid_diameter_mm": self.solid_diameter_mm,
                 "plane": self.plane,
+                "solid_plane": self.solid_plane,
                 "axial_diameter_mm": self.axial_diameter_mm,
                 "elongation": self.elongation,
                 "spiculation_score": round(self.spiculation_score, 3),
@@ -197,9 +199,12 @@ def assess(
     """Lung-RADS for the model's most probable type; other types it finds plausible are assessed alongside. The
     diameters are the model's axial ones; `shape` and `solid_shape` (the nodule's and its solid part's sections,
     when the map shows them) scale them to the section where each is largest."""
+    if shape is None:  # no shape for the nodule: its solid part alone must not grow past it
+        solid_shape = None
     nodule_type = max(type_probabilities, key=lambda k: type_probabilities[k])
     axial = round_mean_diameter(diameter_mm)
     plane = shape.largest if shape else "axial"
+    solid_plane = solid_shape.largest if solid_shape else "axial"
     total = round_mean_diameter(in_largest_section(diameter_mm, shape))
     solid = round_mean_diameter(in_largest_section(max(solid_diameter_mm, 0.0), solid_shape))
     notes = []
@@ -213,11 +218,12 @@ def assess(
     if axial_code != code:
         part = nodule_type == "part_solid"
         notes.append(
-            f"sized where the nodule is largest, as v2022 measures: {total:.1f} mm in the {plane} section"
-            + (f", solid component {solid:.1f} mm" if part else "")
-            + f"; its axial section alone ({axial:.1f} mm"
+            "sized where the predicted shape looks largest (it may take in an attached vessel): "
+            f"{total:.1f} mm in the {plane} section"
+            + (f", solid component {solid:.1f} mm in its {solid_plane} section" if part else "")
+            + f"; the axial section alone ({axial:.1f} mm"
             + (f", solid component {axial_solid:.1f} mm" if part else "")
-            + f") would give category {axial_code}"
+            + f") would give category {axial_code}: confirm on coronal and sagittal reformats"
         )
     if shape is not None and shape.elongation >= ELONGATED:
         notes.append(
@@ -247,6 +253,7 @@ def assess(
         diameter_mm=total,
         solid_diameter_mm=solid if nodule_type == "part_solid" else None,
         plane=plane,
+        solid_plane=solid_plane if nodule_type == "part_solid" else None,
         axial_diameter_mm=axial,
         elongation=round(shape.elongation, 2) if shape else None,
         spiculation_score=float(spiculation_score),

@@ -6,11 +6,12 @@ small as its axial cut. Here the occupancy map's second moments give the ellipso
 diameters ((long + short axis) / 2) of its central axial, coronal and sagittal sections follow from it.
 
 The size Lung-RADS reads is the model's axial diameter times (largest section / axial section): a ratio of two
-estimates from the same map, so the errors they share (blur, the coarse grid) cancel, a round nodule keeps its axial
-size, and a vessel the map takes in within the axial plane widens the axial section as well as the others. The
-diameter head never saw nodules more elongated than about 1.4 times and under-measures them, within the axial plane
-too, where the ratio cannot help: a map more than ELONGATED times longer than wide earns the answer a note with the
-map's own size, to check by hand.
+estimates from the same map, so the errors they share (blur, the coarse grid) cancel, and a vessel the map takes in
+within the axial plane widens the axial section as well as the others (one running along z widens only the vertical
+ones, and inflates the size). A section counts as larger only by more than the grid alone makes a sphere's sections
+differ (SAME_SIZE, GRID_NOISE), so a round nodule keeps its axial size. The diameter head never saw nodules more
+elongated than about 1.4 times and under-measures them, within the axial plane too, where the ratio cannot help: a
+map more than ELONGATED times longer than wide earns the answer a note with the map's own size, to check by hand.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ PLANES = ("axial", "coronal", "sagittal")  # the sections normal to z, y and x
 BACKGROUND = 0.1  # occupancy at or below this counts as background: the map is never exactly 0 away from the nodule
 MIN_VOXELS = 1.0  # less occupied mass than one voxel: too little to tell a shape; the axial size stands
 ELONGATED = 1.8  # a map this many times longer than wide is noted (on held-out phantoms 98% stay under it)
+# A section counts as larger than the axial one only by more than the grid alone can make a sphere's sections differ:
+# 5%, or GRID_NOISE x (voxel / axial diameter)^2 for small ones (a 4 mm sphere's reach 35% on the 2.5 mm grid).
+SAME_SIZE = 0.05
+GRID_NOISE = 1.3
 
 
 @dataclass(frozen=True)
@@ -33,19 +38,25 @@ class Sections:
 
     mean_diameters_mm: dict[str, float]
     elongation: float
+    voxel_mm: float
 
     @property
     def largest(self) -> str:
-        return max(PLANES, key=lambda plane: self.mean_diameters_mm[plane])
+        """The section the size is read in: the largest, unless the grid alone could make it as much larger than
+        the axial one."""
+        axial = self.mean_diameters_mm["axial"]
+        plane = max(PLANES, key=lambda p: self.mean_diameters_mm[p])
+        margin = max(SAME_SIZE, GRID_NOISE * (self.voxel_mm / axial) ** 2)
+        return plane if self.mean_diameters_mm[plane] > (1.0 + margin) * axial else "axial"
 
     @property
     def largest_mm(self) -> float:
         """The map's own mean diameter in its largest section."""
-        return self.mean_diameters_mm[self.largest]
+        return max(self.mean_diameters_mm.values())
 
     @property
     def factor(self) -> float:
-        """How much larger the largest section is than the axial one (1 when the axial one is the largest)."""
+        """How much larger the section the size is read in is than the axial one (1 for the axial one)."""
         return self.mean_diameters_mm[self.largest] / self.mean_diameters_mm["axial"]
 
 
@@ -55,7 +66,7 @@ def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
     # The moments from the three 2-D projections: (z, y), (z, x) and (y, x).
     zy, zx, yx = weights.sum(axis=2), weights.sum(axis=1), weights.sum(axis=0)
     mass = float(zy.sum())
-    if mass < MIN_VOXELS:
+    if not mass >= MIN_VOXELS or not math.isfinite(mass):  # too little to measure, or not a number at all
         return None
     z, y, x = (np.arange(n, dtype=np.float64) * voxel_mm for n in occupancy.shape)
     per_axis = [(zy.sum(axis=1), z), (zy.sum(axis=0), y), (zx.sum(axis=0), x)]
@@ -77,7 +88,7 @@ def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
         i, j = (a for a in range(3) if a != k)
         diameters[plane] = _semi_axes_sum(shape[i, i], shape[i, j], shape[j, j])
     variances = np.linalg.eigvalsh(covariance)
-    return Sections(mean_diameters_mm=diameters, elongation=float(np.sqrt(variances[-1] / variances[0])))
+    return Sections(diameters, float(np.sqrt(variances[-1] / variances[0])), float(voxel_mm))
 
 
 def _semi_axes_sum(a: float, b: float, c: float) -> float:

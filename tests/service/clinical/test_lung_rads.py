@@ -87,6 +87,7 @@ def test_assessment_carries_version_management_risk_and_what_was_not_assessed():
         "diameter_mm": 10.2,
         "solid_diameter_mm": None,
         "plane": "axial",
+        "solid_plane": None,
         "axial_diameter_mm": 10.2,
         "elongation": None,
         "spiculation_score": 1.1,
@@ -133,27 +134,27 @@ def test_a_solid_nodules_solid_component_needs_no_note():
 
 
 def _shape(axial: float, coronal: float, sagittal: float, elongation: float = 2.0) -> Sections:
-    return Sections({"axial": axial, "coronal": coronal, "sagittal": sagittal}, elongation)
+    return Sections({"axial": axial, "coronal": coronal, "sagittal": sagittal}, elongation, voxel_mm=2.5)
 
 
 def test_an_elongated_nodule_is_categorized_by_its_largest_section():
-    """A 6 x 6 x 16 mm solid nodule along z: 5.4 mm on its axial cut (category 2), 9.9 mm in its coronal section."""
+    """A solid nodule read at 5.4 mm on its axial cut (category 2) and 9.9 mm in its coronal section (4A)."""
     cigar = _shape(6.0, 11.0, 10.5, elongation=2.6)
     out = assess(SOLID, 5.4, 5.4, 1.1, cigar).as_dict()
     assert out["category"] == "4A"
     assert out["basis"]["diameter_mm"] == 9.9 and out["basis"]["axial_diameter_mm"] == 5.4
     assert out["basis"]["plane"] == "coronal" and out["basis"]["elongation"] == 2.6
-    note = "9.9 mm in the coronal section"
-    assert any(note in n and "(5.4 mm) would give category 2" in n for n in out["notes"])
+    note = "9.9 mm in the coronal section; the axial section alone (5.4 mm) would give category 2"
+    assert any(note in n and "confirm on coronal and sagittal reformats" in n for n in out["notes"])
     assert any("2.6 times longer than wide" in n and "11.0 mm in its coronal section" in n for n in out["notes"])
     oval = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 15.5, 12.0, elongation=1.4)).as_dict()
     assert oval["basis"]["diameter_mm"] == 15.5
     assert oval["category"] == "4B" and any("category 4A" in n for n in oval["notes"])
     assert not any("longer than wide" in n for n in oval["notes"])  # within the training shapes: no such note
-    slight = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 10.3, 10.1, 1.1)).as_dict()
-    assert slight["basis"]["plane"] == "coronal" and slight["basis"]["diameter_mm"] == 10.3
-    assert not any("section" in note for note in slight["notes"])  # same category: nothing to note
-    assert assess(SOLID, 5.4, 5.4, 1.1).as_dict()["category"] == "2"  # without a shape, the axial size stands
+    within_noise = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 10.3, 10.1, 1.1)).as_dict()
+    assert within_noise["basis"]["plane"] == "axial" and within_noise["basis"]["diameter_mm"] == 10.0
+    small = assess(SOLID, 5.8, 5.8, 1.1, _shape(5.8, 6.9, 6.0, 1.2)).as_dict()  # +19%: the grid's noise at 6 mm
+    assert small["basis"]["plane"] == "axial" and small["category"] == "2"
 
 
 def test_a_nodule_largest_in_its_axial_section_keeps_its_axial_size():
@@ -167,7 +168,16 @@ def test_the_solid_component_is_scaled_by_its_own_section():
     round_body, long_core = _shape(8.0, 8.0, 8.0, 1.0), _shape(4.0, 7.0, 7.0)
     out = assess(part_solid, 12.0, 4.0, 1.1, round_body, long_core).as_dict()
     assert out["basis"]["diameter_mm"] == 12.0 and out["basis"]["solid_diameter_mm"] == 7.0
+    assert out["basis"]["plane"] == "axial" and out["basis"]["solid_plane"] == "coronal"
     assert out["category"] == "4A"  # solid component 6 to < 8 mm; 3 on its axial 4.0 mm
-    assert any(
-        "solid component 7.0 mm" in n and "solid component 4.0 mm) would give category 3" in n for n in out["notes"]
-    )
+    note = "12.0 mm in the axial section, solid component 7.0 mm in its coronal section; the axial section alone"
+    assert any(note in n and "solid component 4.0 mm) would give category 3" in n for n in out["notes"])
+
+
+def test_without_the_nodules_shape_its_solid_part_is_not_scaled_alone():
+    part_solid = {"solid": 0.05, "part_solid": 0.9, "ground_glass": 0.05}
+    out = assess(part_solid, 12.0, 5.0, 1.1, None, _shape(4.0, 8.8, 7.0)).as_dict()
+    assert out["basis"]["solid_diameter_mm"] == 5.0 and out["basis"]["solid_plane"] == "axial"
+    assert out["category"] == "3"
+    solid = assess(SOLID, 9.0, 9.0, 1.1).as_dict()
+    assert solid["basis"]["solid_plane"] is None and solid["basis"]["elongation"] is None

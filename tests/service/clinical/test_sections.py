@@ -74,6 +74,30 @@ def test_the_coarse_grid_of_the_model_keeps_the_ratio():
     assert 1.6 < found.factor < 2.0
 
 
+@pytest.mark.parametrize("diameter", [3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 14.0, 20.0])
+def test_a_sphere_anywhere_on_the_models_grid_keeps_its_axial_size(diameter):
+    """On the 2.5 mm grid a small sphere's sections differ by up to a third with its position: not a shape."""
+    rng = np.random.default_rng(int(diameter * 10))
+    for _ in range(25):
+        nodule = Nodule(**{**ellipsoid((diameter / 2,) * 3).__dict__, "center_mm": tuple(20 + rng.uniform(0, 2.5, 3))})
+        found = sections(_voxel_average(nodule, [np.arange(16) * 2.5 + 1.25] * 3, 2.5, 1.0), 2.5)
+        assert found is None or (found.largest == "axial" and found.factor == 1.0)
+
+
+def test_degenerate_maps_do_not_raise():
+    one = np.zeros((16, 16, 16), dtype=np.float32)
+    one[8, 8, 8] = 1.0
+    single = sections(one, 2.5)
+    assert single.elongation == pytest.approx(1.0) and single.largest == "axial"
+    sheet = np.zeros((16, 16, 16), dtype=np.float32)
+    sheet[8] = 1.0  # one axial slice: flat in z
+    flat = sections(sheet, 2.5)
+    assert np.isfinite(flat.elongation) and flat.elongation > 10 and flat.largest == "axial"
+    assert sections(np.ones((16, 16, 16), dtype=np.float32), 2.5).factor == pytest.approx(1.0)
+    assert sections(np.full((16, 16, 16), np.nan, dtype=np.float32), 2.5) is None
+    assert sections(np.where(one > 0, np.inf, 0).astype(np.float32), 2.5) == single  # clipped to a full voxel
+
+
 def test_background_and_an_empty_map_are_not_measured():
     haze = np.full((16, 16, 16), BACKGROUND, dtype=np.float32)  # what the map shows away from any nodule
     assert sections(haze, 2.5) is None
