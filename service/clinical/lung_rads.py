@@ -24,6 +24,7 @@ from service.clinical.sections import ELONGATED, Sections, in_largest_section
 
 VERSION = "Lung-RADS v2022 (ACR), baseline screening"
 BOUNDARY_MARGIN_MM = 1.0  # a size this close to a threshold gets a note: the model's diameter error is ~0.6 mm
+SECTION_MARGIN_MM = 1.5  # the same for a size taken outside the axial section: ~1.5 mm on elongated phantoms
 ALTERNATIVE_TYPE_MIN_P = 0.2  # another type at least this probable is assessed too, when its category differs
 
 
@@ -133,13 +134,13 @@ def _thresholds(nodule_type: str) -> list[tuple[str, float]]:
     return [("mean diameter", _PART_SOLID_TOTAL)] + [("solid component", t) for t, _ in _PART_SOLID_COMPONENT[:-1]]
 
 
-def _boundary_notes(nodule_type: str, sizes: dict[str, float]) -> list[str]:
+def _boundary_notes(nodule_type: str, sizes: dict[str, float], margins: dict[str, float]) -> list[str]:
     notes = []
     for name, threshold in _thresholds(nodule_type):
-        value = sizes[name]
-        if abs(value - threshold) < BOUNDARY_MARGIN_MM:
+        value, margin = sizes[name], margins[name]
+        if abs(value - threshold) < margin:
             notes.append(
-                f"{name} {value:.1f} mm is within {BOUNDARY_MARGIN_MM:g} mm of the {threshold:g} mm threshold: the "
+                f"{name} {value:.1f} mm is within {margin:g} mm of the {threshold:g} mm threshold: the "
                 "category turns on the model's measurement error; confirm the size on the images"
             )
     return notes
@@ -232,7 +233,11 @@ def assess(
             f"gives {shape.largest_mm:.1f} mm in its {shape.largest} section (it may take in an attached vessel): "
             "measure the long and short axes by hand"
         )
-    notes += _boundary_notes(nodule_type, {"mean diameter": total, "solid component": solid})
+    margins = {
+        "mean diameter": BOUNDARY_MARGIN_MM if plane == "axial" else SECTION_MARGIN_MM,
+        "solid component": BOUNDARY_MARGIN_MM if solid_plane == "axial" else SECTION_MARGIN_MM,
+    }
+    notes += _boundary_notes(nodule_type, {"mean diameter": total, "solid component": solid}, margins)
     alternatives = []
     for other, p in type_probabilities.items():
         if other != nodule_type and p >= ALTERNATIVE_TYPE_MIN_P:

@@ -151,6 +151,9 @@ def test_an_elongated_nodule_is_categorized_by_its_largest_section():
     assert oval["basis"]["diameter_mm"] == 15.5
     assert oval["category"] == "4B" and any("category 4A" in n for n in oval["notes"])
     assert not any("longer than wide" in n for n in oval["notes"])  # within the training shapes: no such note
+    vertical = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 13.8, 12.0, elongation=1.4)).as_dict()
+    assert any("13.8 mm is within 1.5 mm of the 15 mm threshold" in n for n in vertical["notes"])  # outside axial
+    assert not any("threshold" in n for n in assess(SOLID, 13.8, 13.8, 1.1).as_dict()["notes"])  # axial: 1 mm
     within_noise = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 10.3, 10.1, 1.1)).as_dict()
     assert within_noise["basis"]["plane"] == "axial" and within_noise["basis"]["diameter_mm"] == 10.0
     small = assess(SOLID, 5.8, 5.8, 1.1, _shape(5.8, 6.9, 6.0, 1.2)).as_dict()  # +19%: the grid's noise at 6 mm
