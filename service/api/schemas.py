@@ -41,7 +41,9 @@ class LungRadsBasis(BaseModel):
         description="mean diameter in the section where the nodule is largest, rounded to one decimal"
     )
     solid_diameter_mm: float | None = Field(description="solid component, part-solid nodules only, likewise")
-    plane: Literal["axial", "coronal", "sagittal"] = Field(description="the section the diameter was taken in")
+    plane: Literal["axial", "coronal", "sagittal"] = Field(
+        description="the section the diameter was taken in (axial: the image plane of an axial acquisition)"
+    )
     solid_plane: Literal["axial", "coronal", "sagittal"] | None = Field(
         description="the section the solid component was taken in, part-solid nodules only"
     )

@@ -20,7 +20,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
-from service.clinical.sections import ELONGATED, Sections, in_largest_section
+from service.clinical.sections import (
+    ELONGATED,
+    MAX_FACTOR,
+    Sections,
+    in_largest_section,
+    part_in_largest_section,
+)
 
 VERSION = "Lung-RADS v2022 (ACR), baseline screening"
 BOUNDARY_MARGIN_MM = 1.0  # a size this close to a threshold gets a note: the model's diameter error is ~0.6 mm
@@ -134,6 +140,50 @@ def _thresholds(nodule_type: str) -> list[tuple[str, float]]:
     return [("mean diameter", _PART_SOLID_TOTAL)] + [("solid component", t) for t, _ in _PART_SOLID_COMPONENT[:-1]]
 
 
+def _section_notes(
+    nodule_type: str, shape: Sections, code: str, axial: tuple[float, float], sized: tuple[float, float, str]
+) -> list[str]:
+    """What a reader should know about the section the size was read in: when it changed the category, when the
+    grid's noise kept a category-changing section out, when its ratio was capped, and when the nodule is elongated
+    beyond the training shapes."""
+    (axial_total, axial_solid), (total, solid, solid_plane) = axial, sized
+    part = nodule_type == "part_solid"
+    notes = []
+    axial_code, _ = categorize(nodule_type, axial_total, axial_solid)
+    if axial_code != code:
+        notes.append(
+            "sized where the predicted shape looks largest (it may take in an attached vessel): "
+            f"{total:.1f} mm in the {shape.largest} section"
+            + (f", solid component {solid:.1f} mm in its {solid_plane} section" if part else "")
+            + f"; the axial section alone ({axial_total:.1f} mm"
+            + (f", solid component {axial_solid:.1f} mm" if part else "")
+            + f") would give category {axial_code}: confirm on coronal and sagittal reformats"
+        )
+    widest = shape.widest
+    if shape.largest == "axial" and widest != "axial":
+        wide = round_mean_diameter(axial_total * min(shape.ratio(widest), MAX_FACTOR))
+        wide_code, _ = categorize(nodule_type, wide, min(axial_solid, wide))
+        if wide_code != code:
+            notes.append(
+                f"its {widest} section reads {wide:.1f} mm (category {wide_code}), within what the map's 2.5 mm grid "
+                "alone makes a round nodule's sections differ: the axial size stands; check on reformats"
+            )
+    if shape.ratio(shape.largest) > MAX_FACTOR:
+        notes.append(
+            f"its {shape.largest} section is {shape.ratio(shape.largest):.1f} times its axial one, more than any "
+            f"nodule evaluated (a vessel along it is likelier): the size is taken as {MAX_FACTOR:g} times the axial "
+            "one; measure by hand"
+        )
+    if shape.elongation >= ELONGATED:
+        notes.append(
+            f"elongated: the predicted nodule is {shape.elongation:.1f} times longer than wide, beyond the training "
+            "shapes (about 1.4); the model under-measures such shapes, within the axial plane most. The occupancy "
+            f"map's own estimate is {shape.largest_mm:.1f} mm in its {widest} section (it may take in an attached "
+            "vessel): measure the long and short axes by hand"
+        )
+    return notes
+
+
 def _boundary_notes(nodule_type: str, sizes: dict[str, float], margins: dict[str, float]) -> list[str]:
     notes = []
     for name, threshold in _thresholds(nodule_type):
@@ -200,39 +250,21 @@ def assess(
     """Lung-RADS for the model's most probable type; other types it finds plausible are assessed alongside. The
     diameters are the model's axial ones; `shape` and `solid_shape` (the nodule's and its solid part's sections,
     when the map shows them) scale them to the section where each is largest."""
-    if shape is None:  # no shape for the nodule: its solid part alone must not grow past it
-        solid_shape = None
     nodule_type = max(type_probabilities, key=lambda k: type_probabilities[k])
     axial = round_mean_diameter(diameter_mm)
+    axial_solid = min(round_mean_diameter(max(solid_diameter_mm, 0.0)), axial)
     plane = shape.largest if shape else "axial"
-    solid_plane = solid_shape.largest if solid_shape else "axial"
     total = round_mean_diameter(in_largest_section(diameter_mm, shape))
-    solid = round_mean_diameter(in_largest_section(max(solid_diameter_mm, 0.0), solid_shape))
+    scaled_solid, solid_plane = part_in_largest_section(max(solid_diameter_mm, 0.0), solid_shape, shape)
+    solid = round_mean_diameter(scaled_solid)
     notes = []
     if solid > total:  # a solid nodule's "solid component" is the nodule itself; only part-solid ones need a word
         if nodule_type == "part_solid":
             notes.append(f"the predicted solid component ({solid:.1f} mm) exceeds the nodule ({total:.1f} mm); capped")
         solid = total
     code, rule = categorize(nodule_type, total, solid)
-    axial_solid = min(round_mean_diameter(max(solid_diameter_mm, 0.0)), axial)
-    axial_code, _ = categorize(nodule_type, axial, axial_solid)
-    if axial_code != code:
-        part = nodule_type == "part_solid"
-        notes.append(
-            "sized where the predicted shape looks largest (it may take in an attached vessel): "
-            f"{total:.1f} mm in the {plane} section"
-            + (f", solid component {solid:.1f} mm in its {solid_plane} section" if part else "")
-            + f"; the axial section alone ({axial:.1f} mm"
-            + (f", solid component {axial_solid:.1f} mm" if part else "")
-            + f") would give category {axial_code}: confirm on coronal and sagittal reformats"
-        )
-    if shape is not None and shape.elongation >= ELONGATED:
-        notes.append(
-            f"elongated: the predicted nodule is {shape.elongation:.1f} times longer than wide, beyond the training "
-            "shapes (about 1.4), and its size may be too small, within the axial plane too; the occupancy map alone "
-            f"gives {shape.largest_mm:.1f} mm in its {shape.largest} section (it may take in an attached vessel): "
-            "measure the long and short axes by hand"
-        )
+    if shape is not None:
+        notes += _section_notes(nodule_type, shape, code, (axial, axial_solid), (total, solid, solid_plane))
     margins = {
         "mean diameter": BOUNDARY_MARGIN_MM if plane == "axial" else SECTION_MARGIN_MM,
         "solid component": BOUNDARY_MARGIN_MM if solid_plane == "axial" else SECTION_MARGIN_MM,

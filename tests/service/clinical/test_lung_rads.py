@@ -166,15 +166,19 @@ def test_a_nodule_largest_in_its_axial_section_keeps_its_axial_size():
     assert not any("section" in note for note in out["notes"])
 
 
-def test_the_solid_component_is_scaled_by_its_own_section():
+def test_the_solid_component_is_scaled_by_its_own_section_never_more_than_the_nodule():
     part_solid = {"solid": 0.05, "part_solid": 0.9, "ground_glass": 0.05}
-    round_body, long_core = _shape(8.0, 8.0, 8.0, 1.0), _shape(4.0, 7.0, 7.0)
-    out = assess(part_solid, 12.0, 4.0, 1.1, round_body, long_core).as_dict()
-    assert out["basis"]["diameter_mm"] == 12.0 and out["basis"]["solid_diameter_mm"] == 7.0
-    assert out["basis"]["plane"] == "axial" and out["basis"]["solid_plane"] == "coronal"
+    body, core = _shape(8.0, 12.0, 12.0, 1.5), _shape(4.0, 7.0, 7.0)
+    out = assess(part_solid, 12.0, 4.0, 1.1, body, core).as_dict()
+    assert out["basis"]["diameter_mm"] == 18.0 and out["basis"]["solid_diameter_mm"] == 6.0  # x 1.5, not 1.75
+    assert out["basis"]["plane"] == "coronal" and out["basis"]["solid_plane"] == "coronal"
     assert out["category"] == "4A"  # solid component 6 to < 8 mm; 3 on its axial 4.0 mm
-    note = "12.0 mm in the axial section, solid component 7.0 mm in its coronal section; the axial section alone"
+    note = "18.0 mm in the coronal section, solid component 6.0 mm in its coronal section; the axial section alone"
     assert any(note in n and "solid component 4.0 mm) would give category 3" in n for n in out["notes"])
+    # A round nodule cannot hold a core longer than itself: the maps disagree, and the axial core stands.
+    round_body = assess(part_solid, 8.0, 5.0, 1.1, _shape(8.0, 8.0, 8.0, 1.0), _shape(5.0, 10.0, 6.0)).as_dict()
+    assert round_body["basis"]["solid_diameter_mm"] == 5.0 and round_body["basis"]["solid_plane"] == "axial"
+    assert round_body["category"] == "3"
 
 
 def test_without_the_nodules_shape_its_solid_part_is_not_scaled_alone():
@@ -184,3 +188,32 @@ def test_without_the_nodules_shape_its_solid_part_is_not_scaled_alone():
     assert out["category"] == "3"
     solid = assess(SOLID, 9.0, 9.0, 1.1).as_dict()
     assert solid["basis"]["solid_plane"] is None and solid["basis"]["elongation"] is None
+
+
+def test_a_section_within_the_grids_noise_that_would_change_the_category_is_noted_not_used():
+    out = assess(SOLID, 4.8, 4.8, 1.1, _shape(5.0, 6.5, 6.0, 1.6)).as_dict()  # margin at 5 mm: 1.3 x 0.25 = 33%
+    assert out["category"] == "2" and out["basis"]["plane"] == "axial" and out["basis"]["diameter_mm"] == 4.8
+    assert any("coronal section reads 6.2 mm (category 3)" in n and "axial size stands" in n for n in out["notes"])
+    quiet = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 10.4, 10.0, 1.1)).as_dict()  # 10.4 mm: still 4A
+    assert not any("section" in n for n in quiet["notes"])
+
+
+def test_the_grid_margin_shrinks_with_size():
+    margin_at_6 = 1.3 * (2.5 / 6.0) ** 2  # 22.6%
+    assert _shape(6.0, 6.0 * (1 + margin_at_6) + 0.01, 6.0).largest == "coronal"
+    assert _shape(6.0, 6.0 * (1 + margin_at_6) - 0.01, 6.0).largest == "axial"
+    assert _shape(20.0, 21.01, 20.0).largest == "coronal" and _shape(20.0, 20.99, 20.0).largest == "axial"  # 5%
+
+
+def test_a_section_over_twice_the_axial_one_is_capped_and_noted():
+    vessel = _shape(4.0, 26.0, 5.0, elongation=6.0)  # a 4 mm nodule on a vessel along z
+    out = assess(SOLID, 4.0, 4.0, 1.1, vessel).as_dict()
+    assert out["basis"]["diameter_mm"] == 8.0 and out["category"] == "4A"
+    assert any("6.5 times its axial one" in n and "taken as 2 times" in n for n in out["notes"])
+    assert any("map's own estimate is 26.0 mm in its coronal section" in n for n in out["notes"])
+
+
+def test_the_elongation_note_names_the_maps_widest_section_even_when_the_axial_size_stands():
+    out = assess(SOLID, 7.5, 7.5, 1.1, _shape(9.5, 6.0, 8.0, elongation=1.95)).as_dict()  # long within the axial plane
+    assert out["basis"]["plane"] == "axial" and out["category"] == "3"
+    assert any("1.9 times longer than wide" in n and "9.5 mm in its axial section" in n for n in out["notes"])

@@ -81,7 +81,7 @@ def test_a_sphere_anywhere_on_the_models_grid_keeps_its_axial_size(diameter):
     for _ in range(25):
         nodule = Nodule(**{**ellipsoid((diameter / 2,) * 3).__dict__, "center_mm": tuple(20 + rng.uniform(0, 2.5, 3))})
         found = sections(_voxel_average(nodule, [np.arange(16) * 2.5 + 1.25] * 3, 2.5, 1.0), 2.5)
-        assert found is None or (found.largest == "axial" and found.factor == 1.0)
+        assert (found is None and diameter < 4) or (found.largest == "axial" and found.factor == 1.0)
 
 
 def test_degenerate_maps_do_not_raise():
