@@ -239,6 +239,12 @@ class Assessment:
         }
 
 
+def weighs_solid_component(type_probabilities: dict[str, float]) -> bool:
+    """Whether the solid component can matter: a part-solid nodule, or part-solid as a plausible alternative."""
+    most = max(type_probabilities, key=lambda k: type_probabilities[k])
+    return most == "part_solid" or type_probabilities.get("part_solid", 0.0) >= ALTERNATIVE_TYPE_MIN_P
+
+
 def assess(
     type_probabilities: dict[str, float],
     diameter_mm: float,

@@ -12,7 +12,7 @@ import numpy as np
 from service.clinical.brock import PatientFactors, brock_probability
 from service.clinical.calibration import calibrated_positive, calibrated_row
 from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
-from service.clinical.lung_rads import assess
+from service.clinical.lung_rads import assess, weighs_solid_component
 from service.clinical.sections import Sections, sections
 from service.runtime.manifest import Manifest
 
@@ -61,12 +61,14 @@ class OutputIndex:
         except ValueError:
             return None
 
-    def shapes(self, outputs: Sequence[np.ndarray]) -> tuple[Sections | None, Sections | None]:
-        """The nodule's and its solid part's sections, from this row's occupancy map (None where there is none)."""
+    def shapes(self, outputs: Sequence[np.ndarray], with_solid_part: bool) -> tuple[Sections | None, Sections | None]:
+        """The nodule's and (when asked) its solid part's sections, from this row's occupancy map (None where there
+        is none)."""
         if self.occupancy is None:
             return None, None
         nodule, solid_part = outputs[self.occupancy]
-        return sections(nodule, self.occupancy_voxel_mm), sections(solid_part, self.occupancy_voxel_mm)
+        solid = sections(solid_part, self.occupancy_voxel_mm) if with_solid_part else None
+        return sections(nodule, self.occupancy_voxel_mm), solid
 
     def p_malignant(self, outputs: Sequence[np.ndarray], manifest: Manifest) -> float:
         """Calibrated P(malignant) of one row of outputs."""
@@ -98,7 +100,7 @@ def clinical_fields(
     diameter = float(outputs[index.measurements][index.diameter])
     solid = float(outputs[index.measurements][index.solid_diameter])
     spiculation = float(outputs[index.attributes][index.spiculation])
-    lung_rads = assess(types, diameter, solid, spiculation, *index.shapes(outputs))
+    lung_rads = assess(types, diameter, solid, spiculation, *index.shapes(outputs, weighs_solid_component(types)))
     fields: dict[str, Any] = {
         "malignancy": {k: _r(v) for k, v in zip(index.malignancy_labels, calibrated, strict=True)},
         "malignancy_raw": {k: _r(v) for k, v in zip(index.malignancy_labels, raw, strict=True)},

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 PLANES = ("axial", "coronal", "sagittal")  # the sections normal to z, y and x
 BACKGROUND = 0.1  # occupancy at or below this counts as background: the map is never exactly 0 away from the nodule
@@ -72,7 +73,9 @@ class Sections:
 
 def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
     """The sections of one channel of the occupancy map (z, y, x), or None when it holds too little to measure."""
-    weights = np.clip((occupancy - BACKGROUND) * (1.0 / (1.0 - BACKGROUND)), 0.0, 1.0, dtype=np.float64)
+    weights = _nodule_at_centre(
+        np.clip((occupancy - BACKGROUND) * (1.0 / (1.0 - BACKGROUND)), 0.0, 1.0, dtype=np.float64)
+    )
     # The moments from the three 2-D projections: (z, y), (z, x) and (y, x).
     zy, zx, yx = weights.sum(axis=2), weights.sum(axis=1), weights.sum(axis=0)
     mass = float(zy.sum())
@@ -99,6 +102,18 @@ def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
         diameters[plane] = _semi_axes_sum(shape[i, i], shape[i, j], shape[j, j])
     variances = np.linalg.eigvalsh(covariance)
     return Sections(diameters, float(np.sqrt(variances[-1] / variances[0])), float(voxel_mm))
+
+
+def _nodule_at_centre(weights: np.ndarray) -> np.ndarray:
+    """The map with only the connected part nearest its centre (where the request put the nodule): a second nodule
+    or a loose vessel in the field of view is not part of this one's shape."""
+    occupied = weights > 0
+    labels, count = ndimage.label(occupied, structure=np.ones((3, 3, 3)))
+    if count <= 1:
+        return weights
+    voxels = np.argwhere(occupied)
+    nearest = voxels[np.argmin(((voxels - (np.array(weights.shape) - 1) / 2.0) ** 2).sum(axis=1))]
+    return np.where(labels == labels[tuple(nearest)], weights, 0.0)
 
 
 def _semi_axes_sum(a: float, b: float, c: float) -> float:

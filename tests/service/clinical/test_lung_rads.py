@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from service.clinical.lung_rads import CATEGORIES, NOT_ASSESSED, VERSION, assess, categorize, round_mean_diameter
+from service.clinical.lung_rads import (
+    CATEGORIES,
+    NOT_ASSESSED,
+    VERSION,
+    assess,
+    categorize,
+    round_mean_diameter,
+    weighs_solid_component,
+)
 from service.clinical.sections import Sections
 
 SOLID = {"solid": 0.9, "part_solid": 0.05, "ground_glass": 0.05}
@@ -217,3 +225,11 @@ def test_the_elongation_note_names_the_maps_widest_section_even_when_the_axial_s
     out = assess(SOLID, 7.5, 7.5, 1.1, _shape(9.5, 6.0, 8.0, elongation=1.95)).as_dict()  # long within the axial plane
     assert out["basis"]["plane"] == "axial" and out["category"] == "3"
     assert any("1.9 times longer than wide" in n and "9.5 mm in its axial section" in n for n in out["notes"])
+
+
+@pytest.mark.parametrize(
+    ("probs", "weighs"),
+    [(SOLID, False), ({"solid": 0.7, "part_solid": 0.25, "ground_glass": 0.05}, True), ({"part_solid": 1.0}, True)],
+)
+def test_the_solid_component_is_measured_only_where_it_can_matter(probs, weighs):
+    assert weighs_solid_component(probs) is weighs

@@ -98,6 +98,16 @@ def test_degenerate_maps_do_not_raise():
     assert sections(np.where(one > 0, np.inf, 0).astype(np.float32), 2.5) == single  # clipped to a full voxel
 
 
+def test_only_the_part_of_the_map_nearest_its_centre_is_measured():
+    """A second nodule (or a loose vessel) in the 40 mm field is not part of this nodule's shape."""
+    centre = occupancy_of(ellipsoid((4.0, 4.0, 4.0)))
+    alone = sections(centre, VOXEL_MM)
+    other = np.roll(occupancy_of(ellipsoid((3.0, 3.0, 3.0))), 15, axis=0)  # 15 mm further along z, not touching
+    both = sections(np.maximum(centre, other), VOXEL_MM)
+    assert both.elongation == pytest.approx(alone.elongation) and both.largest == "axial"
+    assert both.mean_diameters_mm == pytest.approx(alone.mean_diameters_mm)
+
+
 def test_background_and_an_empty_map_are_not_measured():
     haze = np.full((16, 16, 16), BACKGROUND, dtype=np.float32)  # what the map shows away from any nodule
     assert sections(haze, 2.5) is None
