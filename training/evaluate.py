@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from service.clinical.features import SPICULATION_THRESHOLD
-from service.clinical.lung_rads import round_mean_diameter
+from service.clinical.lung_rads import categorize, round_mean_diameter
 from service.clinical.sections import ELONGATED, in_largest_section, sections
 from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
@@ -176,7 +176,6 @@ def split_headroom(voi: LidcVoi, alternative_splits: int = 20) -> dict[str, Any]
     }
 
 
-SOLID_SIZE_THRESHOLDS = [6.0, 8.0, 15.0]  # Lung-RADS v2022 solid nodule categories 2 | 3 | 4A | 4B
 ELONGATION = (1.5, 2.8)
 ELONGATED_SEED = 20_000_000  # never used in training
 
@@ -194,8 +193,8 @@ def largest_section_sizes(model: ResMTNet, images: torch.Tensor) -> tuple[np.nda
 
 
 def _size_agreement(axial: np.ndarray, largest: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    def category(d: np.ndarray) -> np.ndarray:
-        return np.digitize([round_mean_diameter(v) for v in d], SOLID_SIZE_THRESHOLDS)
+    def category(d: np.ndarray) -> np.ndarray:  # by the solid nodule thresholds; "2" < "3" < "4A" < "4B"
+        return np.array([categorize("solid", round_mean_diameter(v))[0] for v in d])
 
     out: dict[str, Any] = {"nodules_4_30": len(truth)}
     for name, pred in (("axial_diameter", axial), ("largest_section", largest)):

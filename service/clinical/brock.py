@@ -6,8 +6,7 @@ N Engl J Med 2013;369:910-919 (model 2b, derived on the Pan-Canadian Early Detec
             + 0.7729 spiculation,   type: solid 0, part-solid 0.377, non-solid -0.1276
 
 size in mm. Here the size is the Lung-RADS mean diameter in the nodule's largest section (service.clinical.sections);
-PanCan measured the longest diameter, so elongated
-nodules get a lower risk than a caliper reading would give them.
+PanCan measured the longest diameter, so elongated nodules get a lower risk than a caliper reading would give them.
 """
 
 from __future__ import annotations

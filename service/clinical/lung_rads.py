@@ -161,7 +161,7 @@ def _section_notes(
         )
     widest = shape.widest
     if shape.largest == "axial" and widest != "axial":
-        wide = round_mean_diameter(axial_total * min(shape.ratio(widest), MAX_FACTOR))
+        wide = round_mean_diameter(axial_total * shape.capped_ratio(widest))
         wide_code, _ = categorize(nodule_type, wide, min(axial_solid, wide))
         if wide_code != code:
             notes.append(

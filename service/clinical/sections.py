@@ -65,10 +65,14 @@ class Sections:
         margin = max(SAME_SIZE, GRID_NOISE * (self.voxel_mm / self.mean_diameters_mm["axial"]) ** 2)
         return self.widest if self.ratio(self.widest) > 1.0 + margin else "axial"
 
+    def capped_ratio(self, plane: str) -> float:
+        """A section's ratio as a size may use it: at most MAX_FACTOR."""
+        return min(self.ratio(plane), MAX_FACTOR)
+
     @property
     def factor(self) -> float:
-        """What the axial size is multiplied by: the section's ratio, at most MAX_FACTOR (1 for the axial one)."""
-        return min(self.ratio(self.largest), MAX_FACTOR)
+        """What the axial size is multiplied by: the capped ratio of the section it is read in (1 for the axial)."""
+        return self.capped_ratio(self.largest)
 
 
 def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
