@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.batching import Batcher, padded_size, power_of_two_sizes
+from service.clinical.report import clinical_gaps
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime.cpus import available_cpus
@@ -131,6 +132,8 @@ class ServiceState:
             f" and a {plan.solo_threads}-thread solo session" if solo else "",
             available_cpus(),
         )
+        for gap in clinical_gaps(m):
+            log.warning("%s %s: %s", m.name, m.version, gap)
 
     async def stop(self) -> None:
         self.ready = False

@@ -86,6 +86,24 @@ def _occupancy_output(manifest: Manifest) -> tuple[int | None, float]:
     return None, 0.0
 
 
+def clinical_gaps(manifest: Manifest) -> list[str]:
+    """What the clinical rules cannot read from this model, one sentence each (none: everything), for the log at
+    startup: a model without them is still served, with fewer clinical fields."""
+    if OutputIndex.of(manifest) is None:
+        return [
+            "no clinical fields: the rules need the outputs malignancy, nodule_type, measurements (diameter_mm, "
+            "solid_diameter_mm) and attributes (spiculation) with those labels"
+        ]
+    if _occupancy_output(manifest)[0] is not None:
+        return []
+    if any(o.name == "occupancy" for o in manifest.outputs):
+        return [
+            "Lung-RADS sizes stay in the axial section: the occupancy output is not of shape (N, 2, d, d, d) "
+            "with labels nodule, solid_part"
+        ]
+    return ["Lung-RADS sizes stay in the axial section: the model has no occupancy output"]
+
+
 def clinical_fields(
     manifest: Manifest,
     index: OutputIndex,

@@ -47,3 +47,17 @@ def test_one_audit_record_per_prediction_with_outcome_and_no_content(tiny_store,
     assert first.input_kind == "patch-npy" and first.nodules == 1 and audits[1].nodules is None
     line = json.loads(JsonFormatter().format(first))
     assert set(line) >= {"request_id", "key_id", "status", "model_version", "input_kind", "duration_ms"}
+
+
+def test_startup_names_what_the_clinical_rules_cannot_read(store_copy, caplog):
+    """A model whose occupancy map the service cannot read is still served, with a warning instead of silence."""
+    path = store_copy / "res_mtnet" / "0.0.1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for output in manifest["outputs"]:
+        if output["name"] == "occupancy":
+            output["labels"] = ["solid_part", "nodule"]
+    path.write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="resmtnet"), make_client(store_copy) as client:
+        assert client.get("/readyz").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("res_mtnet 0.0.1: Lung-RADS sizes stay in the axial section" in w for w in warnings), warnings
