@@ -22,6 +22,20 @@ from service.errors import problem_bytes
 from service.security_headers import Header, api_headers
 
 log = logging.getLogger("resmtnet")
+PARSER_COMPLAINT = "Invalid HTTP request received."  # what uvicorn logs when the parser stops on an exception
+
+
+class _NotAfterRefusal(logging.Filter):
+    """Drops uvicorn's parser complaint on a connection this protocol has already refused (and logged why): the
+    parser stopped because the refusal stopped it, not because the request was malformed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != PARSER_COMPLAINT
+
+
+# uvicorn's logger for a refused connection: a child of uvicorn.error, so every other record reaches its handlers.
+REFUSED_CONNECTION_LOG = logging.getLogger("uvicorn.error.refused")
+REFUSED_CONNECTION_LOG.addFilter(_NotAfterRefusal())
 GRACEFUL_SHUTDOWN_S = 30.0  # uvicorn cancels what is still running this long after SIGTERM
 
 
@@ -151,6 +165,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._refusal is not None:
             return
         log.warning("connection refused at the HTTP layer: %s", detail)
+        self.logger = REFUSED_CONNECTION_LOG
         self._refusal = problem_bytes(status, code, detail, self.answer_headers)
         if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
             self._send_refusal()

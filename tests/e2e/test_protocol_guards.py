@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from service.server import PARSER_COMPLAINT
 from tests.e2e.servers import running_server, server
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,8 @@ def test_a_whole_request_over_the_limit_gets_431_however_it_is_cut_and_a_large_b
     however large, is not counted as headers. What the parser refuses gets a problem+json 400."""
     big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
     small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    with server(tiny_store, max_header_bytes="16384") as url:
+    with running_server(tiny_store, max_header_bytes="16384") as running:
+        url = running.url
         for pieces, statuses in (
             ([big], [431]),
             ([big[:10000], big[10000:]], [431]),
@@ -90,6 +92,9 @@ def test_a_whole_request_over_the_limit_gets_431_however_it_is_cut_and_a_large_b
             conn.sendall(head.encode() + b"\r\nConnection: close\r\n\r\n" + body)
             answer = _read_all(conn, 20)
         assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        log = running.log.read_text(errors="replace")
+    # each 431 is logged once, as what it is; uvicorn's "invalid request" only for the one the parser refused
+    assert log.count("exceed 16384 bytes") == 6 and log.count(PARSER_COMPLAINT) == 1, log
 
 
 def test_headers_that_trickle_in_get_408_and_a_silent_connection_is_closed(tiny_store):
