@@ -212,12 +212,44 @@ def evaluate_sections(model: ResMTNet, n: int, seed: int, elongation: tuple[floa
     """Largest-section size against the exact largest-section mean diameter on n phantoms (4-30 mm kept)."""
     patches = [render_patch(seed + i, PREPROCESSING, elongation=elongation) for i in range(n)]
     truth = np.array([largest_section_mean_diameter(p.nodule) for p in patches])
+    axial_truth = np.array([p.nodule.diameter_mm for p in patches])
     images = torch.from_numpy(np.stack([p.image for p in patches])).unsqueeze(1)
     axial, largest, noted = largest_section_sizes(model, images)
     keep = (truth >= 4) & (truth <= 30)
     agreement = _size_agreement(axial[keep], largest[keep], truth[keep])
     noted_rate = _r(float(noted[keep].mean()), 3)
-    return {"seeds": [seed, seed + n - 1], "elongation": elongation, **agreement, "elongation_noted": noted_rate}
+    # The diameter head against what it is trained to give, the exact axial mean diameter.
+    head = {
+        "mae_mm": _r(mae(axial[keep], axial_truth[keep]), 3),
+        "mae_mm_ci95": [_r(v, 3) for v in mae_interval(axial[keep], axial_truth[keep])],
+        "bias_mm": _r(float(np.mean(axial[keep] - axial_truth[keep])), 3),
+    }
+    if elongation is not None:
+        head["by_long_axis"] = _head_bias_by_long_axis(patches, axial, axial_truth, keep)
+    return {
+        "seeds": [seed, seed + n - 1],
+        "elongation": elongation,
+        **agreement,
+        "diameter_head_vs_axial_truth": head,
+        "elongation_noted": noted_rate,
+    }
+
+
+def _head_bias_by_long_axis(
+    patches: list, axial: np.ndarray, truth: np.ndarray, keep: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """The diameter head's bias on cigar-like phantoms by where the long axis points: within 17.5 degrees of the
+    axial plane (the axial section shows the whole length) or within 45 degrees of z (it shows the width only)."""
+    cos_z = np.array([abs(p.nodule.rotation[0, int(np.argmax(p.nodule.semi_axes_mm))]) for p in patches])
+    out = {}
+    for name, mask in (("within_axial_plane", cos_z < 0.3), ("towards_z", cos_z > np.sqrt(0.5))):
+        m = mask & keep
+        out[name] = {
+            "nodules": int(m.sum()),
+            "bias_mm": _r(float(np.mean(axial[m] - truth[m])), 3),
+            "relative_bias": _r(float(np.mean((axial[m] - truth[m]) / truth[m])), 3),
+        }
+    return out
 
 
 def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from service.clinical.sections import ELONGATED
 from service.runtime.manifest import Manifest
+from training.defaults import ELONGATED_EVERY, TRAIN_ELONGATION
 
 
 def _ci(d: dict[str, Any], key: str) -> str:
@@ -114,6 +115,29 @@ def _sections_section(sec: dict[str, Any]) -> list[str]:
                 f"| {label} | {name} | {r['mae_mm']}{_ci(r, 'mae_mm')} | {r['bias_mm']} | "
                 f"{r['size_category_agreement']} | {r['size_category_too_low']} |"
             )
+    heads = [
+        f"{sec[k]['diameter_head_vs_axial_truth']['mae_mm']} mm{_ci(sec[k]['diameter_head_vs_axial_truth'], 'mae_mm')}"
+        f", bias {sec[k]['diameter_head_vs_axial_truth']['bias_mm']} mm, on the {t} phantoms"
+        for k, t in (("phantoms_held_out", "held-out"), ("phantoms_elongated", "elongated"))
+        if "diameter_head_vs_axial_truth" in sec.get(k, {})
+    ]
+    if heads:
+        lines += [
+            "",
+            "The diameter head against what it is trained to give, the exact axial mean diameter: MAE "
+            + "; ".join(heads)
+            + ".",
+        ]
+    by_axis = sec.get("phantoms_elongated", {}).get("diameter_head_vs_axial_truth", {}).get("by_long_axis")
+    if by_axis:
+        flat, up = by_axis["within_axial_plane"], by_axis["towards_z"]
+        lines += [
+            "",
+            "On the elongated phantoms it under-measures those lying within the axial plane "
+            f"(bias {flat['bias_mm']} mm, {flat['relative_bias']:+.0%}, n={flat['nodules']}) and over-measures the "
+            f"axial cut of those pointing along z ({up['bias_mm']} mm, {up['relative_bias']:+.0%}, "
+            f"n={up['nodules']}): it reads part of a nodule's size from its extent in every direction.",
+        ]
     lidc = sec.get("lidc_held_out_patients")
     if lidc:
         lines += [
@@ -205,6 +229,8 @@ def render_model_card(m: Manifest) -> str:
         "- Synthetic CT phantoms (training/data/phantoms.py): solid, part-solid and ground-glass nodules, 3-35 mm,",
         "  ellipsoidal, lobulated or spiculated, on lung background with vessels, rendered at anisotropic spacing",
         "  with partial volume, blur and noise. Exact ground truth; malignancy drawn from the Brock (PanCan) model.",
+        f"  Axes differ by up to about 1.4 times, except one phantom in {ELONGATED_EVERY}: one axis "
+        f"{TRAIN_ELONGATION[0]:g}-{TRAIN_ELONGATION[1]:g} times the other two.",
         "- LIDC-IDRI (Armato et al., Med. Phys. 38:915, 2011; TCIA, CC BY 3.0): 3-D nodule VOIs with consensus masks,",
         "  diameters, diagnosis_malignant (at least two readers above 3) and max-voted scores. 80% of patients",
         "  trained on; 20% held out by patient for every LIDC number below. The filler outside each VOI is replaced",
@@ -219,9 +245,12 @@ def render_model_card(m: Manifest) -> str:
         "- Phantoms cannot teach real anatomy: pleura, fissures, airways, calcification patterns, motion, or",
         "  reconstruction kernels other than a Gaussian blur; nodule types on real CT are learnt from few examples.",
         "- The field of view is 40 mm: nodules over about 32 mm are truncated and under-measured.",
-        "- Trained on nodules whose axes differ by at most about 1.4 times: the diameter head under-measures more",
-        "  elongated nodules, and tube-like ones it may take for vessels. Lung-RADS reads the size in the largest",
-        "  section, which recovers much of it (table above), not all; every answer's lung_rads.not_assessed says so.",
+        f"- Elongated nodules: one training phantom in {ELONGATED_EVERY} has one axis {TRAIN_ELONGATION[0]:g}-"
+        f"{TRAIN_ELONGATION[1]:g} times the others, yet the diameter",
+        "  head reads part of a nodule's size from its extent in every direction, so it under-measures one lying",
+        "  within the axial plane and over-measures the axial cut of one along z (table above). Lung-RADS reads the",
+        "  size in the largest section, which recovers much of the latter, not the former; tube-like nodules may be",
+        "  taken for vessels. Every answer's lung_rads.not_assessed says so.",
         "- LIDC VOIs end at the nodule's own slices; real context beyond them was never seen in training.",
         "- Scores (1-5) follow LIDC readers' scales and carry their disagreement.",
         "",

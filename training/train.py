@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from training.data.datasets import Batch, LidcSource, augment, phantom_set
 from training.data.lidc import load_voi, split_by_patient
-from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
+from training.defaults import ELONGATED_EVERY, PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.losses import TASK_WEIGHTS, task_losses, total_loss
 from training.model import ResMTNet, ResMTNetConfig
 from training.quick_eval import quick_metrics
@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--phantoms", type=int, default=6000, help="phantom training examples")
+    p.add_argument(
+        "--elongated-every", type=int, default=ELONGATED_EVERY, help="every n-th phantom cigar-like (0: none)"
+    )
     p.add_argument("--val-phantoms", type=int, default=300)
     p.add_argument("--lidc-repeats", type=int, default=3, help="LIDC passes per epoch")
     p.add_argument("--widths", type=int, nargs="+", default=[24, 48, 96])
@@ -61,9 +64,10 @@ def _dist_info() -> tuple[int, int]:
 
 def build_data(args: argparse.Namespace, rank: int, world: int):
     seeds = list(range(rank, args.phantoms, world))
-    phantoms = phantom_set(seeds, PREPROCESSING, args.cache_dir, workers=max((os.cpu_count() or 1) // world, 1))
+    workers = max((os.cpu_count() or 1) // world, 1)
+    phantoms = phantom_set(seeds, PREPROCESSING, args.cache_dir, workers, args.elongated_every)
     val_seeds = list(range(PHANTOM_TEST_SEED // 2, PHANTOM_TEST_SEED // 2 + args.val_phantoms))
-    val_phantoms = phantom_set(val_seeds, PREPROCESSING, args.cache_dir) if rank == 0 else None
+    val_phantoms = phantom_set(val_seeds, PREPROCESSING, args.cache_dir, 0, args.elongated_every) if rank == 0 else None
     lidc_train = lidc_val = None
     if not args.no_lidc:
         voi = load_voi(args.data_root)

@@ -20,6 +20,7 @@ import torch
 from service.runtime.manifest import Preprocessing
 from training.data.lidc import LidcVoi, fill_outside_voi, to_model_grid, type_from_texture
 from training.data.phantoms import TYPES, lung_background, render_patch
+from training.defaults import TRAIN_ELONGATION
 from training.model import ATTRIBUTE_LABELS
 
 N_ATTR = len(ATTRIBUTE_LABELS)
@@ -52,9 +53,11 @@ class Batch:
         return Batch(**{k: torch.cat([getattr(p, k) for p in parts]) for k in vars(parts[0])})
 
 
-def _phantom_example(args: tuple[int, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seed, spec_json = args
-    p = render_patch(seed, Preprocessing.model_validate(spec_json))
+def _phantom_example(
+    args: tuple[int, dict, tuple[float, float] | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seed, spec_json, elongation = args
+    p = render_patch(seed, Preprocessing.model_validate(spec_json), elongation=elongation)
     n = p.nodule
     labels = np.array(
         [n.malignant, TYPES.index(n.kind), n.diameter_mm, n.volume_mm3, n.solid_diameter_mm], dtype=np.float32
@@ -62,15 +65,23 @@ def _phantom_example(args: tuple[int, dict]) -> tuple[np.ndarray, np.ndarray, np
     return p.image.astype(np.float16), p.occupancy.astype(np.float16), labels
 
 
-def phantom_set(seeds: list[int], spec: Preprocessing, cache_dir: Path | None = None, workers: int = 0) -> Batch:
-    """Render (or load from cache) one phantom example per seed."""
-    key = hashlib.sha256(json.dumps([seeds[0], seeds[-1], len(seeds), spec.model_dump()]).encode()).hexdigest()
+def phantom_set(
+    seeds: list[int], spec: Preprocessing, cache_dir: Path | None = None, workers: int = 0, elongated_every: int = 0
+) -> Batch:
+    """Render (or load from cache) one phantom example per seed; with elongated_every n, the seeds divisible by n
+    are cigar-like nodules (TRAIN_ELONGATION)."""
+
+    def elongation(seed: int) -> tuple[float, float] | None:
+        return TRAIN_ELONGATION if elongated_every and seed % elongated_every == 0 else None
+
+    mix = [elongated_every, TRAIN_ELONGATION] if elongated_every else []
+    key = hashlib.sha256(json.dumps([seeds[0], seeds[-1], len(seeds), spec.model_dump(), *mix]).encode()).hexdigest()
     cache = Path(cache_dir) / f"phantoms-{key[:16]}.npz" if cache_dir else None
     if cache and cache.exists():
         with np.load(cache) as d:
             images, occ, labels = d["images"], d["occupancy"], d["labels"]
     else:
-        jobs = [(s, spec.model_dump()) for s in seeds]
+        jobs = [(s, spec.model_dump(), elongation(s)) for s in seeds]
         n_workers = workers or max(os.cpu_count() or 1, 1)
         with ProcessPoolExecutor(n_workers) as pool:
             rows = list(pool.map(_phantom_example, jobs, chunksize=32))

@@ -150,7 +150,7 @@ def sample_nodule(
 ) -> Nodule:
     """Draw a nodule: log-uniform size, type, shape irregularity; ground truth computed exactly. Axes differ by up
     to about 1.4 times; with `elongation` (lo, hi), one axis is that many times longer than the other two, cigar-like
-    (an evaluation set: the model never trains on them)."""
+    (one training phantom in training.defaults.ELONGATED_EVERY, and the evaluation's elongated set)."""
     lo, hi = diameter_range
     d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     ratios = rng.uniform(0.7, 1.0, size=3)
