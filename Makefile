@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 DATA ?= ../shared/datasets
 # onnxruntime-gpu where an NVIDIA driver is present, the CPU build elsewhere.
 RUNTIME ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
-MODEL_VERSION ?= 1.1.0
+MODEL_VERSION ?= 1.2.0
 # The committed default model's recipe.
 TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2

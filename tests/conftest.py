@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = REPO / "model_store"
-DEFAULT_VERSION = "1.1.0"  # the committed default model
+DEFAULT_VERSION = "1.2.0"  # the committed default model
 SHARED_DATA = REPO.parent / "shared" / "datasets"
 TEST_VERSION = "0.0.1"
 

@@ -1,6 +1,6 @@
 """Export a trained Res-MTNet to ONNX in the model store, with a parity check, manifest and model card.
 
-    python -m training.export --checkpoint checkpoints/last.pt --version 1.1.0 \
+    python -m training.export --checkpoint checkpoints/last.pt --version 1.2.0 \
         [--evaluation checkpoints/evaluation.json] [--store model_store]
 """
 

@@ -70,9 +70,10 @@ _LABELS = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "non-so
 
 NOT_ASSESSED = (
     "elongated nodules: sizes are taken in the section where the nodule's predicted extent is largest, but the "
-    "model was trained on nodules whose axes differ by at most about 1.4 times; a more elongated or tube-like "
-    "nodule is still under-measured on average (it may be partly taken for a vessel) and its category may be too "
-    "low: measure its long and short axes by hand",
+    "model's diameter reads part of a nodule's size from its extent in every direction: a nodule elongated within "
+    "the axial plane is under-measured (by about 11% on evaluation phantoms with one axis 1.5-2.8 times the "
+    "others), a tube-like one may be partly taken for a vessel, and its category may be too low: measure its long "
+    "and short axes by hand",
     "prior CT: v2022 categories for new, growing, stable or resolving nodules need a comparison; a baseline screen "
     "is assumed",
     "calcification pattern and fat: a benign calcification (complete, central, popcorn, concentric rings) or fat "
@@ -176,10 +177,10 @@ def _section_notes(
         )
     if shape.elongation >= ELONGATED:
         notes.append(
-            f"elongated: the predicted nodule is {shape.elongation:.1f} times longer than wide, beyond the training "
-            "shapes (about 1.4); the model under-measures such shapes, within the axial plane most. The occupancy "
-            f"map's own estimate is {shape.largest_mm:.1f} mm in its {widest} section (it may take in an attached "
-            "vessel): measure the long and short axes by hand"
+            f"elongated: the predicted nodule is {shape.elongation:.1f} times longer than wide; the model "
+            "under-measures such shapes when they lie within the axial plane. The occupancy map's own estimate is "
+            f"{shape.largest_mm:.1f} mm in its {widest} section (it may take in an attached vessel): measure the long "
+            "and short axes by hand"
         )
     return notes
 

@@ -9,9 +9,10 @@ The size Lung-RADS reads is the model's axial diameter times (largest section / 
 estimates from the same map, so the errors they share (blur, the coarse grid) cancel, and a vessel the map takes in
 within the axial plane widens the axial section as well as the others (one running along z widens only the vertical
 ones, and inflates the size). A section counts as larger only by more than the grid alone makes a sphere's sections
-differ (SAME_SIZE, GRID_NOISE), so a round nodule keeps its axial size. The diameter head never saw nodules more
-elongated than about 1.4 times and under-measures them, within the axial plane too, where the ratio cannot help: a
-map more than ELONGATED times longer than wide earns the answer a note with the map's own size, to check by hand.
+differ (SAME_SIZE, GRID_NOISE), so a round nodule keeps its axial size. The diameter head reads part of a nodule's
+size from its extent in every direction, so it under-measures one elongated within the axial plane, where the ratio
+cannot help: a map more than ELONGATED times longer than wide earns the answer a note with the map's own size, to
+check by hand.
 """
 
 from __future__ import annotations

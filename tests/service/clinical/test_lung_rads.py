@@ -158,7 +158,7 @@ def test_an_elongated_nodule_is_categorized_by_its_largest_section():
     oval = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 15.5, 12.0, elongation=1.4)).as_dict()
     assert oval["basis"]["diameter_mm"] == 15.5
     assert oval["category"] == "4B" and any("category 4A" in n for n in oval["notes"])
-    assert not any("longer than wide" in n for n in oval["notes"])  # within the training shapes: no such note
+    assert not any("longer than wide" in n for n in oval["notes"])  # under ELONGATED: no such note
     vertical = assess(SOLID, 10.0, 10.0, 1.1, _shape(10.0, 13.8, 12.0, elongation=1.4)).as_dict()
     assert any("13.8 mm is within 1.5 mm of the 15 mm threshold" in n for n in vertical["notes"])  # outside axial
     assert not any("threshold" in n for n in assess(SOLID, 13.8, 13.8, 1.1).as_dict()["notes"])  # axial: 1 mm
