@@ -44,6 +44,7 @@ class OutputIndex:
         try:
             mal, typ, mea, att = (names.index(n) for n in ("malignancy", "nodule_type", "measurements", "attributes"))
             labels = [manifest.outputs[i].labels or [] for i in (mal, typ, mea, att)]
+            labels[0].index(manifest.calibration.positive_label if manifest.calibration else "malignant")
             occupancy, voxel_mm = _occupancy_output(manifest)
             return cls(
                 malignancy=mal,
@@ -80,7 +81,8 @@ class OutputIndex:
 def _occupancy_output(manifest: Manifest) -> tuple[int | None, float]:
     """Index of the (N, 2, d, d, d) occupancy output and its voxel size in mm, or (None, 0) when there is none."""
     for i, spec in enumerate(manifest.outputs):
-        if spec.name == "occupancy" and spec.labels == ["nodule", "solid_part"] and len(spec.shape) == 5:
+        cube = len(spec.shape) == 5 and spec.shape[2] == spec.shape[3] == spec.shape[4]
+        if spec.name == "occupancy" and spec.labels == ["nodule", "solid_part"] and cube:
             d = manifest.preprocessing.patch_size * manifest.preprocessing.spacing_mm
             return i, d / spec.shape[-1]
     return None, 0.0
@@ -91,8 +93,9 @@ def clinical_gaps(manifest: Manifest) -> list[str]:
     startup: a model without them is still served, with fewer clinical fields."""
     if OutputIndex.of(manifest) is None:
         return [
-            "no clinical fields: the rules need the outputs malignancy, nodule_type, measurements (diameter_mm, "
-            "solid_diameter_mm) and attributes (spiculation) with those labels"
+            "no clinical fields: the rules need the outputs malignancy (with the positive label the calibration "
+            "names, or malignant), nodule_type, measurements (diameter_mm, solid_diameter_mm) and attributes "
+            "(spiculation) with those labels"
         ]
     if _occupancy_output(manifest)[0] is not None:
         return []

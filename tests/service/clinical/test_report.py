@@ -40,3 +40,20 @@ def test_a_model_without_the_clinical_heads_is_named(manifest):
     outputs = [o for o in manifest.outputs if o.name != "attributes"]
     (gap,) = clinical_gaps(with_outputs(manifest, outputs))
     assert gap.startswith("no clinical fields")
+
+
+def test_a_malignancy_output_without_the_positive_label_gets_no_clinical_fields(manifest):
+    """p_malignant reads that label: without it, no clinical fields, rather than a failure at request time."""
+    outputs = [
+        o.model_copy(update={"labels": ["low", "high"]}) if o.name == "malignancy" else o for o in manifest.outputs
+    ]
+    (gap,) = clinical_gaps(with_outputs(manifest, outputs))
+    assert gap.startswith("no clinical fields")
+
+
+def test_an_occupancy_map_that_is_not_a_cube_is_named(manifest):
+    outputs = [
+        o.model_copy(update={"shape": [-1, 2, 16, 16, 8]}) if o.name == "occupancy" else o for o in manifest.outputs
+    ]
+    (gap,) = clinical_gaps(with_outputs(manifest, outputs))
+    assert "occupancy output is not of shape (N, 2, d, d, d)" in gap
