@@ -9,7 +9,7 @@ DATA ?= ../shared/datasets
 RUNTIME ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 MODEL_VERSION ?= 1.2.0
 # The committed default model's recipe.
-TRAIN_ARGS ?= --epochs 18 --dropout 0.3 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
+TRAIN_ARGS ?= --epochs 18 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
 # $(call apt_tool,command,debian package): install the package when the command is missing, as root or with

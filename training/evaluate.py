@@ -11,9 +11,10 @@
 - Held-out phantoms (seeds never used in training): diameter MAE for 4-30 mm nodules, volume median relative
   error, type accuracy, solid-component error on part-solid nodules.
 - Largest-section size (what Lung-RADS reads, service.clinical.sections) on held-out phantoms and on elongated ones
-  (one axis 1.5-2.8 times the others, a shape never trained on): its error against the exact largest-section
+  (one axis 1.5-2.8 times the others, seeds never trained on): its error against the exact largest-section
   mean diameter, next to the axial diameter alone, and how often the size category (solid thresholds) comes out
-  too low.
+  too low; the diameter head against the exact axial mean diameter, and on elongated phantoms by where their long
+  axis points.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from service.clinical.sections import ELONGATED, in_largest_section, sections
 from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
 from training.data.lidc import LidcVoi, load_voi, split_by_patient
-from training.data.phantoms import largest_section_mean_diameter, render_patch
+from training.data.phantoms import PhantomPatch, largest_section_mean_diameter, render_patch
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.export import load_checkpoint
 from training.metrics import bootstrap_interval, fit_logistic, mae, mae_interval, roc_auc
@@ -236,18 +237,19 @@ def evaluate_sections(model: ResMTNet, n: int, seed: int, elongation: tuple[floa
 
 
 def _head_bias_by_long_axis(
-    patches: list, axial: np.ndarray, truth: np.ndarray, keep: np.ndarray
+    patches: list[PhantomPatch], axial: np.ndarray, truth: np.ndarray, keep: np.ndarray
 ) -> dict[str, dict[str, Any]]:
     """The diameter head's bias on cigar-like phantoms by where the long axis points: within 17.5 degrees of the
     axial plane (the axial section shows the whole length) or within 45 degrees of z (it shows the width only)."""
     cos_z = np.array([abs(p.nodule.rotation[0, int(np.argmax(p.nodule.semi_axes_mm))]) for p in patches])
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, mask in (("within_axial_plane", cos_z < 0.3), ("towards_z", cos_z > np.sqrt(0.5))):
         m = mask & keep
+        error = axial[m] - truth[m]
         out[name] = {
             "nodules": int(m.sum()),
-            "bias_mm": _r(float(np.mean(axial[m] - truth[m])), 3),
-            "relative_bias": _r(float(np.mean((axial[m] - truth[m]) / truth[m])), 3),
+            "bias_mm": _r(float(error.mean()), 3) if m.any() else None,
+            "relative_bias": _r(float((error / truth[m]).mean()), 3) if m.any() else None,
         }
     return out
 

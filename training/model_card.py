@@ -129,14 +129,14 @@ def _sections_section(sec: dict[str, Any]) -> list[str]:
             + ".",
         ]
     by_axis = sec.get("phantoms_elongated", {}).get("diameter_head_vs_axial_truth", {}).get("by_long_axis")
-    if by_axis:
+    if by_axis and all(b["bias_mm"] is not None for b in by_axis.values()):
         flat, up = by_axis["within_axial_plane"], by_axis["towards_z"]
         lines += [
             "",
-            "On the elongated phantoms it under-measures those lying within the axial plane "
-            f"(bias {flat['bias_mm']} mm, {flat['relative_bias']:+.0%}, n={flat['nodules']}) and over-measures the "
-            f"axial cut of those pointing along z ({up['bias_mm']} mm, {up['relative_bias']:+.0%}, "
-            f"n={up['nodules']}): it reads part of a nodule's size from its extent in every direction.",
+            f"On the elongated phantoms it {_measures(flat['bias_mm'])} those lying within the axial plane "
+            f"(bias {flat['bias_mm']} mm, {flat['relative_bias']:+.0%}, n={flat['nodules']}) and "
+            f"{_measures(up['bias_mm'])} the axial cut of those pointing along z ({up['bias_mm']} mm, "
+            f"{up['relative_bias']:+.0%}, n={up['nodules']}).",
         ]
     lidc = sec.get("lidc_held_out_patients")
     if lidc:
@@ -159,6 +159,10 @@ def _sections_section(sec: dict[str, Any]) -> list[str]:
             "nodules get it.",
         ]
     return lines + [""]
+
+
+def _measures(bias_mm: float) -> str:
+    return "under-measures" if bias_mm < 0 else "over-measures"
 
 
 def _calibration_section(cal: dict[str, Any], spic: dict[str, Any]) -> list[str]:
@@ -247,10 +251,11 @@ def render_model_card(m: Manifest) -> str:
         "- The field of view is 40 mm: nodules over about 32 mm are truncated and under-measured.",
         f"- Elongated nodules: one training phantom in {ELONGATED_EVERY} has one axis {TRAIN_ELONGATION[0]:g}-"
         f"{TRAIN_ELONGATION[1]:g} times the others, yet the diameter",
-        "  head reads part of a nodule's size from its extent in every direction, so it under-measures one lying",
-        "  within the axial plane and over-measures the axial cut of one along z (table above). Lung-RADS reads the",
-        "  size in the largest section, which recovers much of the latter, not the former; tube-like nodules may be",
-        "  taken for vessels. Every answer's lung_rads.not_assessed says so.",
+        "  head reads part of a nodule's size from its extent in every direction: it under-measures one lying",
+        "  within the axial plane and over-measures the axial cut of one along z (see the evaluation above).",
+        "  Lung-RADS reads the size in the largest section, which can make up for a short axial cut, not for a",
+        "  short in-plane size; tube-like nodules may be taken for vessels. Every answer's lung_rads.not_assessed",
+        "  says so.",
         "- LIDC VOIs end at the nodule's own slices; real context beyond them was never seen in training.",
         "- Scores (1-5) follow LIDC readers' scales and carry their disagreement.",
         "",

@@ -65,9 +65,11 @@ def _dist_info() -> tuple[int, int]:
 def build_data(args: argparse.Namespace, rank: int, world: int):
     seeds = list(range(rank, args.phantoms, world))
     workers = max((os.cpu_count() or 1) // world, 1)
-    phantoms = phantom_set(seeds, PREPROCESSING, args.cache_dir, workers, args.elongated_every)
+    phantoms = phantom_set(seeds, PREPROCESSING, args.cache_dir, workers=workers, elongated_every=args.elongated_every)
     val_seeds = list(range(PHANTOM_TEST_SEED // 2, PHANTOM_TEST_SEED // 2 + args.val_phantoms))
-    val_phantoms = phantom_set(val_seeds, PREPROCESSING, args.cache_dir, 0, args.elongated_every) if rank == 0 else None
+    val_phantoms = None
+    if rank == 0:
+        val_phantoms = phantom_set(val_seeds, PREPROCESSING, args.cache_dir, elongated_every=args.elongated_every)
     lidc_train = lidc_val = None
     if not args.no_lidc:
         voi = load_voi(args.data_root)
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
         spacing_mm=PREPROCESSING.spacing_mm,
         widths=args.widths,
         blocks=args.blocks,
+        dropout=args.dropout,
     )
     start_epoch, history = 0, []
     state = torch.load(args.resume, weights_only=False) if args.resume else None

@@ -71,9 +71,8 @@ _LABELS = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "non-so
 NOT_ASSESSED = (
     "elongated nodules: sizes are taken in the section where the nodule's predicted extent is largest, but the "
     "model's diameter reads part of a nodule's size from its extent in every direction: a nodule elongated within "
-    "the axial plane is under-measured (by about 11% on evaluation phantoms with one axis 1.5-2.8 times the "
-    "others), a tube-like one may be partly taken for a vessel, and its category may be too low: measure its long "
-    "and short axes by hand",
+    "the axial plane is under-measured (the model card gives by how much), a tube-like one may be partly taken for "
+    "a vessel, and its category may be too low: measure its long and short axes by hand",
     "prior CT: v2022 categories for new, growing, stable or resolving nodules need a comparison; a baseline screen "
     "is assumed",
     "calcification pattern and fat: a benign calcification (complete, central, popcorn, concentric rings) or fat "
@@ -145,8 +144,8 @@ def _section_notes(
     nodule_type: str, shape: Sections, code: str, axial: tuple[float, float], sized: tuple[float, float, str]
 ) -> list[str]:
     """What a reader should know about the section the size was read in: when it changed the category, when the
-    grid's noise kept a category-changing section out, when its ratio was capped, and when the nodule is elongated
-    beyond the training shapes."""
+    grid's noise kept a category-changing section out, when its ratio was capped, and when the nodule is so
+    elongated that its size may be under-measured."""
     (axial_total, axial_solid), (total, solid, solid_plane) = axial, sized
     part = nodule_type == "part_solid"
     notes = []
