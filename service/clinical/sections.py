@@ -109,6 +109,9 @@ def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
     return Sections(diameters, float(np.sqrt(variances[-1] / variances[0])), float(voxel_mm))
 
 
+_NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)  # voxels touching by a face, an edge or a corner are connected
+
+
 def _nodule_at_centre(weights: np.ndarray) -> np.ndarray:
     """The map with only the connected part nearest its centre (where the request put the nodule): a second nodule
     or a loose vessel in the field of view is not part of this one's shape."""
@@ -126,9 +129,6 @@ def _nodule_at_centre(weights: np.ndarray) -> np.ndarray:
     kept = np.zeros_like(weights)
     kept[box] = np.where(labels == labels[tuple(nearest)], weights[box], 0.0)
     return kept
-
-
-_NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)  # voxels touching by a face, an edge or a corner are connected
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:

@@ -123,3 +123,13 @@ def test_the_map_is_read_in_z_y_x_order():
     found = sections(occupancy_of(nodule), VOXEL_MM)
     assert found.mean_diameters_mm["sagittal"] < found.mean_diameters_mm["axial"]
     assert found.mean_diameters_mm["axial"] == pytest.approx(found.mean_diameters_mm["coronal"], rel=0.02)
+
+
+@pytest.mark.parametrize("shift", [(0, -15, 0), (0, 0, -15), (-12, 12, 0)])
+def test_the_part_nearest_the_centre_is_found_whichever_side_the_other_part_lies(shift):
+    """The labelling reads only the box around what is occupied: positions inside it are offset back to the map's."""
+    centre = occupancy_of(ellipsoid((4.0, 4.0, 4.0)))
+    alone = sections(centre, VOXEL_MM)
+    other = np.roll(occupancy_of(ellipsoid((3.0, 3.0, 3.0))), shift, axis=(0, 1, 2))  # before the nodule, not touching
+    both = sections(np.maximum(centre, other), VOXEL_MM)
+    assert both.mean_diameters_mm == pytest.approx(alone.mean_diameters_mm)
