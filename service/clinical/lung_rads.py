@@ -30,7 +30,7 @@ from service.clinical.sections import (
 
 VERSION = "Lung-RADS v2022 (ACR), baseline screening"
 BOUNDARY_MARGIN_MM = 1.0  # a size this close to a threshold gets a note: the model's diameter error is ~0.6 mm
-SECTION_MARGIN_MM = 1.5  # the same for a size taken outside the axial section: ~1.5 mm on elongated phantoms
+SECTION_MARGIN_MM = 1.5  # the same for a size taken outside the axial section: 1.2-1.5 mm on elongated phantoms
 ALTERNATIVE_TYPE_MIN_P = 0.2  # another type at least this probable is assessed too, when its category differs
 
 

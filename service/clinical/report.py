@@ -91,13 +91,14 @@ def _occupancy_output(manifest: Manifest) -> tuple[int | None, float]:
 def clinical_gaps(manifest: Manifest) -> list[str]:
     """What the clinical rules cannot read from this model, one sentence each (none: everything), for the log at
     startup: a model without them is still served, with fewer clinical fields."""
-    if OutputIndex.of(manifest) is None:
+    index = OutputIndex.of(manifest)
+    if index is None:
         return [
             "no clinical fields: the rules need the outputs malignancy (with the positive label the calibration "
             "names, or malignant), nodule_type, measurements (diameter_mm, solid_diameter_mm) and attributes "
             "(spiculation) with those labels"
         ]
-    if _occupancy_output(manifest)[0] is not None:
+    if index.occupancy is not None:
         return []
     if any(o.name == "occupancy" for o in manifest.outputs):
         return [
