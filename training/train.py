@@ -62,8 +62,14 @@ def _dist_info() -> tuple[int, int]:
     return (dist.get_rank() if world > 1 else 0), world
 
 
+def phantom_shard(count: int, rank: int, world: int) -> list[int]:
+    """This rank's training phantom seeds: a contiguous block, so every rank gets its share of each n-th (elongated)
+    phantom whatever the world size (a stride of 5 would give one rank all of them)."""
+    return list(range(count * rank // world, count * (rank + 1) // world))
+
+
 def build_data(args: argparse.Namespace, rank: int, world: int):
-    seeds = list(range(rank, args.phantoms, world))
+    seeds = phantom_shard(args.phantoms, rank, world)
     workers = max((os.cpu_count() or 1) // world, 1)
     phantoms = phantom_set(seeds, PREPROCESSING, args.cache_dir, workers=workers, elongated_every=args.elongated_every)
     val_seeds = list(range(PHANTOM_TEST_SEED // 2, PHANTOM_TEST_SEED // 2 + args.val_phantoms))

@@ -1,9 +1,10 @@
 """A few training steps on tiny phantom data lower the loss; an interrupted run resumes from its checkpoint."""
 
+import pytest
 import torch
 
 from training.export import load_checkpoint
-from training.train import main
+from training.train import main, phantom_shard
 
 TINY = [
     "--no-lidc",
@@ -94,3 +95,11 @@ def test_torchrun_trains_data_parallel_on_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     state = torch.load(out / "last.pt", weights_only=False)
     assert len(state["history"]) == 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 10])
+def test_every_rank_gets_its_share_of_the_elongated_phantoms(world):
+    shards = [phantom_shard(1003, rank, world) for rank in range(world)]
+    assert sorted(seed for shard in shards for seed in shard) == list(range(1003))
+    elongated = [sum(seed % 5 == 0 for seed in shard) / len(shard) for shard in shards]
+    assert max(elongated) - min(elongated) < 0.01
