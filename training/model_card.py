@@ -115,11 +115,14 @@ def _sections_section(sec: dict[str, Any]) -> list[str]:
                 f"| {label} | {name} | {r['mae_mm']}{_ci(r, 'mae_mm')} | {r['bias_mm']} | "
                 f"{r['size_category_agreement']} | {r['size_category_too_low']} |"
             )
+    head_rows = {
+        name: sec[key]["diameter_head_vs_axial_truth"]
+        for key, name in (("phantoms_held_out", "held-out"), ("phantoms_elongated", "elongated"))
+        if "diameter_head_vs_axial_truth" in sec.get(key, {})
+    }
     heads = [
-        f"{sec[k]['diameter_head_vs_axial_truth']['mae_mm']} mm{_ci(sec[k]['diameter_head_vs_axial_truth'], 'mae_mm')}"
-        f", bias {sec[k]['diameter_head_vs_axial_truth']['bias_mm']} mm, on the {t} phantoms"
-        for k, t in (("phantoms_held_out", "held-out"), ("phantoms_elongated", "elongated"))
-        if "diameter_head_vs_axial_truth" in sec.get(k, {})
+        f"{h['mae_mm']} mm{_ci(h, 'mae_mm')}, bias {h['bias_mm']} mm, on the {name} phantoms"
+        for name, h in head_rows.items()
     ]
     if heads:
         lines += [

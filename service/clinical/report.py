@@ -27,6 +27,7 @@ class OutputIndex:
 
     malignancy: int
     malignancy_labels: list[str]
+    positive: int  # the malignancy label P(malignant) reads: the calibration's positive label, else "malignant"
     nodule_type: int
     type_labels: list[str]
     measurements: int
@@ -44,11 +45,12 @@ class OutputIndex:
         try:
             mal, typ, mea, att = (names.index(n) for n in ("malignancy", "nodule_type", "measurements", "attributes"))
             labels = [manifest.outputs[i].labels or [] for i in (mal, typ, mea, att)]
-            labels[0].index(manifest.calibration.positive_label if manifest.calibration else "malignant")
+            positive = labels[0].index(manifest.calibration.positive_label if manifest.calibration else "malignant")
             occupancy, voxel_mm = _occupancy_output(manifest)
             return cls(
                 malignancy=mal,
                 malignancy_labels=labels[0],
+                positive=positive,
                 nodule_type=typ,
                 type_labels=labels[1],
                 measurements=mea,
@@ -73,9 +75,7 @@ class OutputIndex:
 
     def p_malignant(self, outputs: Sequence[np.ndarray], manifest: Manifest) -> float:
         """Calibrated P(malignant) of one row of outputs."""
-        row = outputs[self.malignancy]
-        label = manifest.calibration.positive_label if manifest.calibration else "malignant"
-        return calibrated_positive(float(row[self.malignancy_labels.index(label)]), manifest.calibration)
+        return calibrated_positive(float(outputs[self.malignancy][self.positive]), manifest.calibration)
 
 
 def _occupancy_output(manifest: Manifest) -> tuple[int | None, float]:

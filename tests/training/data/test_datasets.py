@@ -2,7 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.data.datasets import augment
+from training.data.datasets import augment, phantom_set
+from training.data.phantoms import render_patch
+from training.defaults import PREPROCESSING, TRAIN_ELONGATION
 
 
 def test_augmentation_keeps_the_occupancy_target_aligned_with_the_image():
@@ -16,10 +18,6 @@ def test_augmentation_keeps_the_occupancy_target_aligned_with_the_image():
 
 
 def test_every_nth_training_phantom_is_elongated_and_cached_apart(tmp_path):
-    from training.data.datasets import phantom_set
-    from training.data.phantoms import render_patch
-    from training.defaults import PREPROCESSING, TRAIN_ELONGATION
-
     seeds = [10, 11]
     mixed = phantom_set(seeds, PREPROCESSING, tmp_path, workers=1, elongated_every=2)
     plain = phantom_set(seeds, PREPROCESSING, tmp_path, workers=1)
