@@ -8,6 +8,8 @@
 - Filler invariance: the same held-out nodules with the stored filler, and with two different lung-like fills.
 - Calibration of P(malignant) on the held-out patients: temperature scaling, ECE before and after (cross-fitted by
   patient, training/calibration.py); how often the spiculation threshold of the clinical rules fires.
+- Orientation on real nodules: whether the diameter head (and the readers' label) follows how a held-out nodule
+  lies, judged by its consensus mask's axial section against its volume-equivalent diameter.
 - Held-out phantoms (seeds never used in training): diameter MAE for 4-30 mm nodules, volume median relative
   error, type accuracy, solid-component error on part-solid nodules.
 - Largest-section size (what Lung-RADS reads, service.clinical.sections) on held-out phantoms and on elongated ones
@@ -32,7 +34,7 @@ from service.clinical.lung_rads import categorize, round_mean_diameter
 from service.clinical.sections import ELONGATED, in_largest_section, sections
 from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
-from training.data.lidc import LidcVoi, load_voi, split_by_patient
+from training.data.lidc import LidcVoi, axial_over_equivalent, load_voi, split_by_patient
 from training.data.phantoms import PhantomPatch, largest_section_mean_diameter, render_patch
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.export import load_checkpoint
@@ -144,6 +146,34 @@ def lidc_sections(model: ResMTNet, source: LidcSource) -> dict[str, Any]:
         "factor_median": _r(float(np.median(factor)), 3),
         "factor_p90": _r(float(np.quantile(factor, 0.9)), 3),
         "factor_max": _r(float(factor.max()), 3),
+    }
+
+
+def lidc_orientation(diameter: np.ndarray, voi: LidcVoi) -> dict[str, Any]:
+    """Whether the diameter head follows a real nodule's orientation, judged by its consensus mask: the slope of
+    log(diameter / the mask's volume-equivalent diameter) against log(the mask's axial section / that diameter).
+    1 is an axial size that sees orientation; 0 one that reads every nodule as a sphere of its volume. The readers'
+    diameter label, next to it, shows what training on it teaches."""
+    ratio = axial_over_equivalent(voi.masks, voi.spacing_mm)
+    equivalent = (voi.masks.sum(axis=(1, 2, 3)) * voi.spacing_mm**3 * 6.0 / np.pi) ** (1.0 / 3.0)
+
+    def slope(size: np.ndarray) -> float:
+        return _r(np.polyfit(np.log(ratio), np.log(size / equivalent), 1)[0], 3)
+
+    groups = {"within_axial_plane": ratio >= 1.1, "round": (ratio > 0.95) & (ratio < 1.1), "towards_z": ratio <= 0.95}
+    return {
+        "nodules": len(voi),
+        "slope_diameter_head": slope(diameter),
+        "slope_reader_label": slope(voi.diameter_mm),
+        "by_mask_shape": {
+            name: {
+                "nodules": int(m.sum()),
+                "axial_section_over_equivalent": _r(float(ratio[m].mean()), 3),
+                "head_over_label": _r(float((diameter[m] / voi.diameter_mm[m]).mean()), 3),
+                "head_over_mask_axial_section": _r(float((diameter[m] / (ratio[m] * equivalent[m])).mean()), 3),
+            }
+            for name, m in groups.items()
+        },
     }
 
 
@@ -265,6 +295,7 @@ def evaluate(model: ResMTNet, data_root: Path, n_phantoms: int, cache_dir: Path 
             p["malignancy"][:, 1], source.voi.malignant, source.voi.patient_id
         ),
         "spiculation_flag": spiculation_flag(p, source.voi),
+        "diameter_orientation_lidc": lidc_orientation(p["measurements"][:, 0], source.voi),
         "lidc_split_headroom": split_headroom(voi),
         "filler_invariance": filler_invariance(model, source),
         "phantoms_held_out": evaluate_phantoms(model, n_phantoms, cache_dir),

@@ -85,7 +85,11 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
             f"{ph['solid_diameter_mae_mm_part_solid']} mm |",
             "",
         ]
-    return lines + _sections_section(ev.get("largest_section_size", {}))
+    return (
+        lines
+        + _sections_section(ev.get("largest_section_size", {}))
+        + _orientation_section(ev.get("diameter_orientation_lidc"))
+    )
 
 
 def _sections_section(sec: dict[str, Any]) -> list[str]:
@@ -145,7 +149,7 @@ def _sections_section(sec: dict[str, Any]) -> list[str]:
     if lidc:
         lines += [
             "",
-            f"On the held-out LIDC nodules (only axial diameters are labelled) the largest section is not the axial "
+            f"On the held-out LIDC nodules (no section sizes are labelled) the largest section is not the axial "
             f"one for {lidc['largest_not_axial']} of {lidc['nodules']}; the size grows by a median factor of "
             f"{lidc['factor_median']} (90th percentile {lidc['factor_p90']}, at most {lidc['factor_max']}).",
         ]
@@ -162,6 +166,31 @@ def _sections_section(sec: dict[str, Any]) -> list[str]:
             "nodules get it.",
         ]
     return lines + [""]
+
+
+def _orientation_section(orient: dict[str, Any] | None) -> list[str]:
+    """Whether the diameter follows a real nodule's orientation, judged by the held-out LIDC consensus masks."""
+    if not orient:
+        return []
+    groups = orient["by_mask_shape"]
+    against = ", ".join(
+        f"{groups[k]['head_over_mask_axial_section']} for {title} (n={groups[k]['nodules']})"
+        for k, title in (
+            ("within_axial_plane", "nodules lying within the axial plane"),
+            ("round", "round ones"),
+            ("towards_z", "those pointing along z"),
+        )
+    )
+    return [
+        "### Orientation on real nodules",
+        "",
+        "Judged by each held-out LIDC nodule's consensus mask: the slope of log(size / the mask's volume-equivalent "
+        "diameter) against log(the mask's axial section / that diameter) is 1 for an axial size that sees how a "
+        "nodule lies and 0 for the diameter of a sphere of its volume. The readers' diameter label has "
+        f"{orient['slope_reader_label']} and the diameter head, trained on it, {orient['slope_diameter_head']}. "
+        f"Its diameter over the mask's axial-section mean diameter: {against}.",
+        "",
+    ]
 
 
 def _measures(bias_mm: float) -> str:

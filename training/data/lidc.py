@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.clinical.sections import sections
 from service.imaging.preprocess import resample_patch, volume_center_vox, window
 from service.runtime.manifest import Preprocessing
 from training.model import ATTRIBUTE_LABELS
@@ -107,6 +108,19 @@ def split_by_patient(patient_id: np.ndarray, val_fraction: float, seed: int) -> 
     held = set(rng.choice(patients, size=int(round(len(patients) * val_fraction)), replace=False))
     val = np.array([p in held for p in patient_id])
     return ~val, val
+
+
+def axial_over_equivalent(masks: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Per mask (N, z, y, x): the mean diameter of its central axial section, read from its moments as the service
+    reads a map (service.clinical.sections), over its volume-equivalent diameter. Above 1 for a nodule lying within
+    the axial plane, below 1 for one pointing along z; what an axial size that sees orientation must follow."""
+    ratios = np.ones(len(masks))
+    for i, mask in enumerate(masks):
+        shape = sections(mask.astype(np.float64), spacing_mm)
+        if shape is not None:
+            equivalent = (float(mask.sum()) * spacing_mm**3 * 6.0 / np.pi) ** (1.0 / 3.0)
+            ratios[i] = shape.mean_diameters_mm["axial"] / equivalent
+    return ratios
 
 
 def type_from_texture(texture: np.ndarray) -> np.ndarray:

@@ -8,7 +8,13 @@ import pytest
 
 from tests.conftest import DEFAULT_STORE
 from training.data.datasets import LidcSource
-from training.data.lidc import load_maxslice, load_voi, split_by_patient, type_from_texture
+from training.data.lidc import (
+    axial_over_equivalent,
+    load_maxslice,
+    load_voi,
+    split_by_patient,
+    type_from_texture,
+)
 from training.defaults import PREPROCESSING, VAL_FRACTION
 from training.model import ATTRIBUTE_LABELS
 
@@ -74,3 +80,19 @@ def test_answers_do_not_change_when_filler_becomes_lung(voi):
     diameter = [r[2][:, 0] for r in runs]
     assert np.mean(np.abs(malignant[0] - malignant[1])) < 0.05
     assert np.mean(np.abs(diameter[0] - diameter[1])) < 0.5
+
+
+def ellipsoid_mask(semi_axes_mm: tuple[float, float, float], size: int = 40) -> np.ndarray:
+    """A solid axis-aligned ellipsoid (semi-axes along z, y, x) at the centre of a 1 mm grid, as a boolean mask."""
+    c = np.arange(size) + 0.5 - size / 2
+    z, y, x = c[:, None, None], c[None, :, None], c[None, None, :]
+    a, b, d = semi_axes_mm
+    return (z / a) ** 2 + (y / b) ** 2 + (x / d) ** 2 <= 1.0
+
+
+def test_axial_over_equivalent_tells_a_nodule_in_the_axial_plane_from_one_along_z():
+    masks = np.stack([ellipsoid_mask((4, 4, 10)), ellipsoid_mask((10, 4, 4)), ellipsoid_mask((6, 6, 6))])
+    ratios = axial_over_equivalent(masks, 1.0)
+    # Axial sections' mean diameters 14, 8 and 12 mm; volume-equivalent diameters 2 (160)^(1/3) twice, and 12 mm.
+    expected = np.array([14.0, 8.0, 12.0]) / np.array([2 * 160 ** (1 / 3), 2 * 160 ** (1 / 3), 12.0])
+    np.testing.assert_allclose(ratios, expected, rtol=0.05)
