@@ -160,7 +160,11 @@ def lidc_orientation(diameter: np.ndarray, voi: LidcVoi) -> dict[str, Any]:
     def slope(size: np.ndarray) -> float:
         return _r(np.polyfit(np.log(ratio), np.log(size / equivalent), 1)[0], 3)
 
-    groups = {"within_axial_plane": ratio >= 1.1, "round": (ratio > 0.95) & (ratio < 1.1), "towards_z": ratio <= 0.95}
+    groups = {
+        "within_axial_plane": ratio >= 1.1,
+        "in_between": (ratio > 0.95) & (ratio < 1.1),
+        "towards_z": ratio <= 0.95,
+    }
     return {
         "nodules": len(voi),
         "slope_diameter_head": slope(diameter),

@@ -177,7 +177,7 @@ def _orientation_section(orient: dict[str, Any] | None) -> list[str]:
         f"{groups[k]['head_over_mask_axial_section']} for {title} (n={groups[k]['nodules']})"
         for k, title in (
             ("within_axial_plane", "nodules lying within the axial plane"),
-            ("round", "round ones"),
+            ("in_between", "those in between"),
             ("towards_z", "those pointing along z"),
         )
     )

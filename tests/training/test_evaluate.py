@@ -36,7 +36,7 @@ def test_orientation_slope_is_1_for_the_axial_section_and_0_for_the_equivalent_s
     assert abs(result["slope_reader_label"]) < 0.02
     groups = result["by_mask_shape"]
     assert sum(g["nodules"] for g in groups.values()) == len(SHAPES)
-    assert [groups[k]["nodules"] for k in ("within_axial_plane", "round", "towards_z")] == [3, 2, 3]
+    assert [groups[k]["nodules"] for k in ("within_axial_plane", "in_between", "towards_z")] == [3, 2, 3]
     assert groups["within_axial_plane"]["head_over_mask_axial_section"] == 1.0
     assert groups["within_axial_plane"]["head_over_label"] > 1.2  # the section is wider than the sphere
 

@@ -16,6 +16,7 @@ from training.data.lidc import (
     type_from_texture,
 )
 from training.defaults import PREPROCESSING, VAL_FRACTION
+from training.evaluate import lidc_orientation
 from training.model import ATTRIBUTE_LABELS
 
 
@@ -96,3 +97,13 @@ def test_axial_over_equivalent_tells_a_nodule_in_the_axial_plane_from_one_along_
     # Axial sections' mean diameters 14, 8 and 12 mm; volume-equivalent diameters 2 (160)^(1/3) twice, and 12 mm.
     expected = np.array([14.0, 8.0, 12.0]) / np.array([2 * 160 ** (1 / 3), 2 * 160 ** (1 / 3), 12.0])
     np.testing.assert_allclose(ratios, expected, rtol=0.05)
+
+
+def test_the_readers_diameter_label_reads_size_as_volume_whatever_the_orientation(voi):
+    """What the README and model card say of the label: against each consensus mask, it follows the mask's
+    volume-equivalent diameter, not its axial section, though the masks lie every way."""
+    _, val = split_by_patient(voi.patient_id, VAL_FRACTION, seed=0)
+    held_out = voi.subset(np.nonzero(val)[0])
+    ratio = axial_over_equivalent(held_out.masks, held_out.spacing_mm)
+    assert ratio.min() < 0.9 and ratio.max() > 1.3
+    assert abs(lidc_orientation(held_out.diameter_mm, held_out)["slope_reader_label"]) < 0.2
