@@ -3,7 +3,8 @@ one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the s
 diameter (axial), mean diameter of the solid component, volume, the mean diameter in the largest section that the
 Lung-RADS category rests on, calibrated probability of cancer (and Brock's, when
 computed), type and Lung-RADS category; the model is the observer device. Patient and study modules are copied
-from the upload, as DICOM requires; nothing of them is logged. Research use: the document is marked preliminary,
+from the upload, as DICOM requires; nothing of them is logged. The source's equipment (institution, station, serial
+number) is not carried over. Research use: the document is marked preliminary,
 unverified.
 """
 
@@ -44,12 +45,43 @@ SOLID_DIAMETER = hd.sr.CodedConcept("solid_diameter", SCHEME, "Diameter of the s
 LUNG_RADS_SIZE = hd.sr.CodedConcept("lung_rads_size", SCHEME, "Diameter in the largest section (Lung-RADS)")
 
 
+# The source's General Equipment module and acquisition time. highdicom would copy them from the first slice into an
+# "Acquisition Equipment" item of the report (institution, its address and department, station, serial number):
+# DICOM does not ask an SR for them, and they tell where and when the patient was scanned.
+SOURCE_EQUIPMENT = (
+    "Manufacturer",
+    "ManufacturerModelName",
+    "ManufacturerDeviceClassUID",
+    "SoftwareVersions",
+    "DeviceSerialNumber",
+    "DeviceUID",
+    "UDISequence",
+    "GantryID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "InstitutionalDepartmentTypeCodeSequence",
+    "StationName",
+    "SpatialResolution",
+    "DateOfLastCalibration",
+    "TimeOfLastCalibration",
+    "AcquisitionDateTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+)
+
+
 def _base_header(source: SeriesSource) -> Dataset:
-    """The first slice's file without pixel data: patient, study and frame of reference for the whole report."""
+    """The first slice's file without pixel data or the source's equipment: patient, study and frame of reference
+    for the whole report."""
     first = source.slices[0]
     data = source.files[first.file]
     buffer = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
-    return pydicom.dcmread(buffer, stop_before_pixels=True, force=True)
+    header = pydicom.dcmread(buffer, stop_before_pixels=True, force=True)
+    for keyword in SOURCE_EQUIPMENT:
+        if keyword in header:
+            delattr(header, keyword)
+    return header
 
 
 def _evidence(base: Dataset, slices: list[SliceHeader]) -> list[Dataset]:

@@ -19,7 +19,7 @@ from pydicom.sr.coding import Code
 
 from service.dicom.structured_report import LUNG_RADS_SIZE, SCHEME, SOLID_DIAMETER
 from tests.service.api.conftest import make_client
-from tests.service.dicom.builders import form_files, small_chest, world_centers, write
+from tests.service.dicom.builders import form_files, rewrite, small_chest, world_centers, write
 
 DICOM = "application/dicom"
 PATIENT = {"patient_name": "DOE^JANE^QX7", "patient_id": "PID-7731-QX7", "birth_date": "19010203"}
@@ -186,3 +186,37 @@ def test_nothing_of_the_patient_is_logged_while_the_sr_is_built(client, upload, 
     logged = caplog.text + "\n".join(f"{rec.getMessage()} {rec.args}" for rec in caplog.records)
     for secret in secrets:
         assert secret not in logged, secret
+
+
+def test_the_sr_carries_nothing_of_the_scanner_that_tells_where_and_when_the_patient_was_scanned(client, tmp_path):
+    equipment = {
+        "Manufacturer": "QXMAKER",
+        "ManufacturerModelName": "QXMODEL",
+        "SoftwareVersions": "QXSOFT",
+        "DeviceSerialNumber": "QXSERIAL",
+        "InstitutionName": "QX General Hospital",
+        "InstitutionAddress": "1 QX Street",
+        "InstitutionalDepartmentName": "QX Radiology",
+        "StationName": "QXSTATION",
+        "AcquisitionDate": "19990909",
+    }
+
+    def mark(ds: pydicom.Dataset, _: int) -> None:
+        for keyword, value in equipment.items():
+            setattr(ds, keyword, value)
+
+    phantom = small_chest(7, n_nodules=1)
+    paths = rewrite(write(phantom, tmp_path, **PATIENT), mark)
+    r = client.post(
+        "/predict",
+        files=form_files(paths),
+        data={"centers": json.dumps(world_centers(phantom))},
+        headers={"Accept": DICOM},
+    )
+    assert r.status_code == 200, r.text
+    ds = pydicom.dcmread(io.BytesIO(r.content))
+    text = "\n".join(str(element.value) for element in ds.iterall())
+    for value in equipment.values():
+        assert value not in text, value
+    assert ds.PatientName == PATIENT["patient_name"] and ds.PatientID == PATIENT["patient_id"]
+    assert ds.Manufacturer == "Res-MTNet Serve"  # the report's own equipment
