@@ -6,6 +6,7 @@ pydicom's exceptions and values never reach a message: errors name the file by i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass, replace
@@ -31,6 +32,8 @@ HEADER_TAGS = [
     for keyword in (
         "SOPClassUID",
         "SOPInstanceUID",
+        "PatientID",
+        "StudyInstanceUID",
         "ImageType",
         "Modality",
         "SeriesInstanceUID",
@@ -82,6 +85,7 @@ class SliceHeader:
     pixel_representation: int | None = None
     pixel_offset: int | None = None  # where the pixel data's value starts in the file (fast reader only)
     pixel_length: int | None = None  # its length; None when encapsulated or unknown
+    subject: str = ""  # digest of PatientID and StudyInstanceUID: whose study the image is, compared, never shown
 
 
 MAX_MAGNITUDE = 1e6  # millimetres (positions, spacings) or direction cosines: a kilometre is already absurd
@@ -182,7 +186,20 @@ def _common(n: int, ds: Any, sop_class: str, syntax: str) -> dict[str, Any]:
         "bits_allocated": _int(n, ds, "BitsAllocated"),
         "bits_stored": _int(n, ds, "BitsStored"),
         "pixel_representation": _int(n, ds, "PixelRepresentation"),
+        "subject": _subject(ds),
     }
+
+
+def _subject(ds: Any) -> str:
+    """A digest of the image's PatientID and StudyInstanceUID (either reader's values, padding stripped): images of
+    one series must share it, and the digest keeps the values themselves out of anything kept or shown."""
+    parts = []
+    for keyword in ("PatientID", "StudyInstanceUID"):
+        value = ds.get(keyword, "") or ""
+        if not isinstance(value, str):  # several values: a list from the fast reader, a MultiValue from pydicom
+            value = "\\".join(str(v) for v in value)
+        parts.append(value.strip(" \0"))
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _slices(n: int, ds: Dataset, sop_class: str, budget: int | None = None) -> list[SliceHeader]:

@@ -167,6 +167,11 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
             raise UnusableInput(
                 f"missing geometry: {keyword} is absent from {missing} of {len(slices)} images of the series"
             )
+    if len({s.subject for s in slices}) > 1:
+        raise UnusableInput(
+            "the series' images belong to more than one patient or study (their PatientID or StudyInstanceUID "
+            "differ): upload one patient's series"
+        )
     if any(s.samples_per_pixel != 1 for s in slices):
         raise UnusableInput("the series holds colour images (SamplesPerPixel > 1), which CT images never are")
     sizes = Counter((s.rows, s.columns) for s in slices)

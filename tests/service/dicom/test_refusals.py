@@ -207,3 +207,15 @@ def test_limits_default_admit_600_slices_of_512_squared():
     assert s.dicom_max_files >= 600 and s.dicom_max_bytes >= series_bytes and s.max_body_bytes >= series_bytes
     assert s.max_body_bytes <= 1 << 30
     assert LIMITS.max_nodules == 8
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"), [("PatientID", "QX-OTHER-PATIENT"), ("StudyInstanceUID", "1.2.826.0.1.3680043.8.498.77")]
+)
+def test_a_series_mixing_patients_or_studies_is_refused_without_naming_them(phantom, tmp_path, keyword, value):
+    """Slices of another patient's study under the same series UID: the answer (and an SR filed under the first
+    slice's patient) would mix two people."""
+    paths = write(phantom, tmp_path)
+    rewrite(paths[: len(paths) // 2], lambda ds, _: setattr(ds, keyword, value))
+    error = refused(UnusableInput, "belong to more than one patient or study", paths, world_centers(phantom))
+    assert value not in error.detail
