@@ -245,7 +245,7 @@ def parse_infer_request(
     offset = 0
     for item in items:
         name = item.get("name")
-        if name not in specs:
+        if not isinstance(name, str) or name not in specs:
             raise MalformedInput(f"unknown input {short(name)}; the model takes {list(specs)}")
         if name in arrays:
             raise MalformedInput(f"input {name!r} is given more than once")
@@ -261,8 +261,10 @@ def parse_infer_request(
     if len(batches) > 1:
         raise MalformedInput(f"the inputs have different batch sizes {sorted(batches)}")
     request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise MalformedInput("the request's 'id' must be a string, as the reply echoes it")
     return InferRequest(
-        id=request_id if isinstance(request_id, str) else None,
+        id=request_id,
         inputs=arrays,
         outputs=_outputs(document, outputs),
         timeout_s=_timeout_s(document),
