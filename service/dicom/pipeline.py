@@ -15,7 +15,7 @@ from service.dicom.headers import SliceHeader, read_headers
 from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
 from service.dicom.sources import SeriesLimits, collect
-from service.errors import PayloadTooLarge, UnusableInput
+from service.errors import Overloaded, PayloadTooLarge, UnusableInput
 from service.imaging.formats import CT_RANGE_HU, check_ct_range
 from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resample_at, sheared_support, window
 from service.runtime.manifest import Preprocessing
@@ -67,8 +67,16 @@ def prepare(
     series = assemble(headers, choice, spec.field_of_view_mm)
     series.warnings[:0] = upload.notes
     located = [centres.locate(n, system, values, series.geometry) for n, (system, values) in enumerate(requested)]
-    reader = SliceReader(upload.files, series.slices, spec.fill_hu, before_decode=check)
-    nodules = [_nodule(n, center, series, reader, spec) for n, center in enumerate(located)]
+    reader = SliceReader(
+        upload.files, series.slices, spec.fill_hu, before_decode=check, max_decoded_bytes=limits.max_decoded_bytes
+    )
+    try:
+        nodules = [_nodule(n, center, series, reader, spec, limits) for n, center in enumerate(located)]
+    except MemoryError:  # what the limits let through still did not fit next to everything else running
+        raise Overloaded(
+            "the server has not the memory to read this series now; retry later, or send fewer nodules",
+            headers={"Retry-After": "5"},
+        ) from None
     source = SeriesSource(upload.files, series.slices) if keep_source else None
     return PreparedSeries(nodules, series.summary(), reader.decoded_slices, source)
 
@@ -77,7 +85,9 @@ def _carry_on() -> None:
     """The check of a preparation nobody can give up."""
 
 
-def _nodule(n: int, center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing) -> PreparedNodule:
+def _nodule(
+    n: int, center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing, limits: SeriesLimits
+) -> PreparedNodule:
     """The model's cube around one centre: sample positions along the normal at the true slice positions, in-plane
     on the pixel grid (each slice's own, shifted, with a gantry tilt); only the slices, rows and columns the
     resampling reads are decoded."""
@@ -95,6 +105,13 @@ def _nodule(n: int, center: centres.Center, series: Series, reader: SliceReader,
         shifts = np.outer(along - geo.slice_mm, geo.drift_pixels)
     sigmas = lowpass_sigmas(geo.spacing_zyx, spec)
     support = sheared_support(positions, sigmas, (geo.slices, geo.rows, geo.columns), shifts)
+    extent = [last - first for first, last in support]
+    if math.prod(extent) > limits.max_region_voxels:
+        raise PayloadTooLarge(
+            f"centers[{n}]: the model's {spec.field_of_view_mm:g} mm around this nodule span "
+            f"{' x '.join(map(str, extent))} voxels of the series; at most {limits.max_region_voxels} are read per "
+            "nodule (RESMTNET_MAX_PATCH_VOXELS): send the series at a coarser spacing"
+        )
     region, padded = reader.region(*support)
     hounsfield = _check_hounsfield(n, region, spec.fill_hu)
     local = [pos - first for pos, (first, _) in zip(positions, support, strict=True)]

@@ -18,7 +18,7 @@ from pydicom.uid import UID
 
 from service.dicom.elements import EXPLICIT_LE, IMPLICIT_LE
 from service.dicom.headers import SliceHeader
-from service.errors import UnusableInput
+from service.errors import PayloadTooLarge, UnusableInput
 
 NATIVE_LITTLE_ENDIAN = (EXPLICIT_LE, IMPLICIT_LE)
 
@@ -32,8 +32,11 @@ class SliceReader:
         slices: list[SliceHeader],
         fill_hu: float,
         before_decode: Callable[[], None] | None = None,
+        max_decoded_bytes: int = 1 << 30,
     ) -> None:
         self._files = files
+        self._max_decoded_bytes = max_decoded_bytes
+        self.decoded_bytes = 0  # pixels decoded from compressed (or otherwise not directly readable) slices
         self._before_decode = before_decode  # called before each slice is decoded; may raise to stop the request
         self._slices = slices
         self._fill = np.float32(fill_hu)
@@ -66,7 +69,10 @@ class SliceReader:
             if self._before_decode is not None:
                 self._before_decode()
             h = self._slices[n]
-            raw = self._decode(h)
+            raw = _native(h, self._files[h.file])
+            if raw is None:
+                self._reserve(h)
+                raw = self._decode(h)
             if raw.shape != (h.rows, h.columns):
                 raise UnusableInput(
                     f"series file {h.file + 1}: its pixel data is {'x'.join(map(str, raw.shape))}, not the "
@@ -80,10 +86,18 @@ class SliceReader:
             self.decoded_slices += 1
         return self._decoded[n]
 
+    def _reserve(self, h: SliceHeader) -> None:
+        """Count a slice about to be decoded against the request's budget, before its pixels are allocated."""
+        self.decoded_bytes += (h.rows or 0) * (h.columns or 0) * max((h.bits_allocated or 16) // 8, 1)
+        if self.decoded_bytes > self._max_decoded_bytes:
+            raise PayloadTooLarge(
+                f"the nodules need more than {self._max_decoded_bytes / 2**20:g} MiB of decoded pixels from "
+                f"{h.rows}x{h.columns} slices stored compressed (or big endian, or 8-bit); send fewer nodules per "
+                "request, or the series as uncompressed 16-bit"
+            )
+
     def _decode(self, h: SliceHeader) -> np.ndarray:
-        native = _native(h, self._files[h.file])
-        if native is not None:
-            return native
+        """Pixels pydicom decodes (compressed, big endian, or otherwise not readable in place)."""
         syntax = UID(h.transfer_syntax) if h.transfer_syntax else None
         if syntax is not None and not syntax.is_transfer_syntax:
             raise UnusableInput(

@@ -99,7 +99,13 @@ def _choice(index: str | None, uid: str | None) -> SeriesChoice:
 
 def limits_of(state: ServiceState) -> SeriesLimits:
     s = state.settings
-    return SeriesLimits(s.dicom_max_files, s.dicom_max_bytes, s.dicom_max_zip_entries, s.dicom_max_nodules)
+    return SeriesLimits(
+        s.dicom_max_files,
+        s.dicom_max_bytes,
+        s.dicom_max_zip_entries,
+        s.dicom_max_nodules,
+        max_region_voxels=s.max_patch_voxels,
+    )
 
 
 def _gate(request: Request, state: ServiceState) -> asyncio.Semaphore:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 
 import numpy as np
+import pydicom
 import pytest
-from pydicom.uid import MRImageStorage
+from pydicom.uid import MRImageStorage, RLELossless
 
+from service.dicom.pixels import SliceReader
 from service.dicom.series import SeriesChoice
 from service.dicom.sources import SeriesLimits, count_entries
-from service.errors import MalformedInput, PayloadTooLarge, ProblemError, UnusableInput
+from service.errors import MalformedInput, Overloaded, PayloadTooLarge, ProblemError, UnusableInput
 from tests.service.dicom.builders import rewrite, small_chest, world_centers, write, zip_bytes
 from tests.service.dicom.conftest import LIMITS, run
 
@@ -146,6 +149,35 @@ def test_limits_on_files_and_bytes(series_paths, phantom):
     tight = SeriesLimits(max_files=100, max_bytes=100_000, max_zip_entries=100, max_nodules=4)
     refused(PayloadTooLarge, "at most 100000 are accepted", series_paths, world_centers(phantom), limits=tight)
     refused(PayloadTooLarge, "more than 10 entries", [zip_bytes(series_paths)], world_centers(phantom), limits=small)
+
+
+def test_the_voxels_read_around_a_nodule_are_bounded_before_they_are_allocated(series_paths, phantom):
+    """A few kilobytes of compressed slices at a tiny pixel spacing can ask for gigabytes around one nodule."""
+    few = dataclasses.replace(LIMITS, max_region_voxels=1000)
+    refused(
+        PayloadTooLarge,
+        "centers[0]: the model's 40 mm around this nodule span",
+        series_paths,
+        world_centers(phantom),
+        limits=few,
+    )
+
+
+def test_pixels_decoded_from_compressed_slices_are_bounded_per_request(phantom, tmp_path):
+    paths = write(phantom, tmp_path, transfer_syntax=RLELossless)
+    rows, columns = (int(v) for v in pydicom.dcmread(paths[0]).pixel_array.shape)
+    three_slices = dataclasses.replace(LIMITS, max_decoded_bytes=3 * rows * columns * 2)
+    refused(PayloadTooLarge, "MiB of decoded pixels", paths, world_centers(phantom), limits=three_slices)
+    assert run(paths, world_centers(phantom)).decoded_slices > 3  # the same series within the default budget
+
+
+def test_running_out_of_memory_while_reading_is_a_503_to_retry(series_paths, phantom, monkeypatch):
+    def exhausted(*_):
+        raise MemoryError
+
+    monkeypatch.setattr(SliceReader, "region", exhausted)
+    error = refused(Overloaded, "not the memory to read this series now", series_paths, world_centers(phantom))
+    assert error.status == 503 and error.headers["Retry-After"]
 
 
 def test_a_zip_bomb_stops_at_its_compression_ratio_while_inflating(phantom):
