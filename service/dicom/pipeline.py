@@ -16,7 +16,7 @@ from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
 from service.dicom.sources import SeriesLimits, collect
 from service.errors import Overloaded, PayloadTooLarge, UnusableInput
-from service.imaging.formats import CT_RANGE_HU, check_ct_range
+from service.imaging.formats import CT_RANGE_HU, MIN_HU_SPREAD, check_ct_range
 from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resample_at, sheared_support, window
 from service.runtime.manifest import Preprocessing
 
@@ -150,7 +150,13 @@ def _check_hounsfield(n: int, region: np.ndarray, fill_hu: float) -> list[str]:
             f"scanner's field of view?) were filled with {fill_hu:g} HU"
         )
         low = float(region.min())
-    check_ct_range(low, float(region.max()), what)
+    high = float(region.max())
+    check_ct_range(low, high, what)
+    if high - low < MIN_HU_SPREAD:
+        raise UnusableInput(
+            f"{what} span {low:g}..{high:g}: less than {MIN_HU_SPREAD:g} HU, no contrast a CT of the chest shows "
+            "(blank images, or a RescaleSlope far too small)"
+        )
     if low > -500:
         warnings.append(
             f"no value below -500 HU around this nodule (lowest {low:g}): no lung here, or a wrong rescale intercept"

@@ -96,10 +96,13 @@ def check_finite(volume: np.ndarray) -> None:
             raise UnusableInput(f"the patch contains {bad} NaN or infinite values")
 
 
+MIN_HU_SPREAD = 100.0  # a CT region holding lung, or any tissue with its noise, spans more than this
+
+
 def check_hounsfield(volume: np.ndarray) -> list[str]:
     """Refuse values that cannot be CT in HU; return warnings for doubtful ones."""
     low, high = float(volume.min()), float(volume.max())
-    if high - low < 100.0:
+    if high - low < MIN_HU_SPREAD:
         raise UnusableInput(
             f"patch values span {low:g}..{high:g}; expected Hounsfield units (air about -1000, lung about "
             "-850, soft tissue 0..100): send HU, not normalised intensities"

@@ -48,6 +48,7 @@ def test_a_modality_outside_dicoms_defined_terms_is_never_echoed(phantom, tmp_pa
         ({"RescaleSlope": "1e300"}, "overflow"),
         ({"RescaleSlope": "0"}, "RescaleSlope 0 is not positive"),
         ({"RescaleSlope": "-1"}, "RescaleSlope -1 is not positive"),
+        ({"RescaleSlope": "1e-30"}, "less than 100 HU, no contrast"),
     ],
 )
 def test_a_rescale_that_cannot_give_hu_is_refused(phantom, tmp_path, rescale, fragment):
