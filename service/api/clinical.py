@@ -35,6 +35,19 @@ class ClinicalPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_query(request: Request) -> None:
+    """/predict's query takes `uncertainty` and `format`, each at most once: a misspelt or repeated one is a 422,
+    never a setting quietly left at its default or decided by whichever came last."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    for name in names:
+        if name not in (UNCERTAINTY_PARAM, FORMAT_PARAM):
+            raise UnusableInput(
+                f"unknown query parameter {name[:40]!r}; /predict takes {UNCERTAINTY_PARAM} and {FORMAT_PARAM}"
+            )
+        if names.count(name) > 1:
+            raise UnusableInput(f"query parameter {name} is given {names.count(name)} times; give it once")
+
+
 def plan(request: Request, settings: Settings, clinical: Any, nodules: int, series: bool = False) -> ClinicalPlan:
     """Read `?uncertainty=` against RESMTNET_UNCERTAINTY, and validate the `clinical` member (422s); a patch
     request that will take nothing but a DICOM SR gets a 406."""

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.api.answers import answer, nodule_result
-from service.api.clinical import add_clinical, plan, run_nodules
+from service.api.clinical import add_clinical, check_query, plan, run_nodules
 from service.api.deps import get_state
 from service.api.disconnect import in_thread_to_the_end, while_connected
 from service.api.multipart import Part, parse_form
@@ -222,6 +222,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
     if not state.ready or state.batcher is None or state.model is None:
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
     state.batcher.refuse_if_full()  # no upload read, no series prepared, for a queue that cannot take it
+    check_query(request)
     item = await _read_patch(request, state)  # bounded in time by the middleware (RESMTNET_BODY_TIMEOUT_S)
     request.state.input_kind = _input_kind(item)  # for the audit record
     deadline = state.drain.answer_deadline(time.perf_counter() + state.settings.request_timeout_s)  # from here

@@ -133,6 +133,20 @@ def test_an_unreadable_uncertainty_parameter_is_a_422(client, hu_patch):
     assert_problem(r, 422, "uncertainty must be true or false")
 
 
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("uncertainity=true", "unknown query parameter 'uncertainity'; /predict takes uncertainty and format"),
+        ("Uncertainty=true", "unknown query parameter 'Uncertainty'"),
+        ("uncertainty=true&uncertainty=false", "query parameter uncertainty is given 2 times"),
+        ("format=sr&format=json", "query parameter format is given 2 times"),
+    ],
+)
+def test_a_misspelt_or_repeated_query_parameter_is_a_422_not_a_default(client, hu_patch, query, fragment):
+    r = client.post(f"/predict?{query}", files={"patch": ("p.npy", npy(hu_patch))}, data={"spacing": "1,1,1"})
+    assert_problem(r, 422, fragment)
+
+
 @pytest.fixture(scope="module")
 def chest_files(tmp_path_factory):
     phantom = small_chest(0)
