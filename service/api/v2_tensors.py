@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from service import strict_json
 from service.errors import MalformedInput, PayloadTooLarge
 from service.runtime.manifest import TensorSpec
 
@@ -108,7 +109,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
 
 def _load_json(header: bytes | memoryview) -> dict[str, Any]:
     try:
-        document = json.loads(bytes(header))
+        document = strict_json.loads(bytes(header))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise MalformedInput(f"the inference request is not valid JSON: {str(exc)[:120]}") from None
     if not isinstance(document, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from service import strict_json
 from service.clinical.brock import PatientFactors
 from service.errors import UnusableInput
 from service.imaging.formats import finite_number
@@ -79,7 +80,9 @@ def parse_clinical(value: Any, nodules: int) -> tuple[list[PatientFactors], list
         if len(value) > MAX_TEXT:
             raise _fail(f"the field is over {MAX_TEXT} characters")
         try:
-            value = json.loads(value)
+            value = strict_json.loads(value)
+        except strict_json.DuplicateMember as exc:
+            raise _fail(str(exc)) from None
         except (ValueError, RecursionError):
             raise _fail('not valid JSON; send an object like {"age": 63, "sex": "female", ...}') from None
     if not isinstance(value, dict):

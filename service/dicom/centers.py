@@ -3,12 +3,12 @@ column, row, slice index in the sorted series), each mapped to both and checked 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from service import strict_json
 from service.dicom.geometry import SeriesGeometry
 from service.errors import PayloadTooLarge, UnusableInput
 from service.imaging.formats import finite_number
@@ -35,7 +35,9 @@ def parse_centers(text: str | None, max_nodules: int) -> list[tuple[str, tuple[f
     if text is None or not text.strip():
         raise UnusableInput(f"'centers' is required with a series: a JSON array such as {EXAMPLE}")
     try:
-        doc = json.loads(text)
+        doc = strict_json.loads(text)
+    except strict_json.DuplicateMember as exc:
+        raise UnusableInput(f"'centers': {exc}") from None
     except (ValueError, RecursionError):
         raise UnusableInput(f"'centers' is not valid JSON; expected an array such as {EXAMPLE}") from None
     if not isinstance(doc, list) or not doc:

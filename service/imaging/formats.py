@@ -6,7 +6,6 @@ Each reader either returns clean values or raises one of the service's typed err
 from __future__ import annotations
 
 import ast
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from service import strict_json
 from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -140,7 +140,7 @@ def parse_spacing(value: Any, name: str = "spacing") -> tuple[float, float, floa
         text = value.strip()
         if text.startswith("["):
             try:
-                items = json.loads(text)
+                items = strict_json.loads(text)
             except (ValueError, RecursionError):
                 raise UnusableInput(f"{name} {text[:40]!r} is not 'z,y,x' numbers") from None
         else:
@@ -186,7 +186,9 @@ def parse_voxel_center(value: Any, shape: Sequence[int]) -> tuple[float, float, 
         return tuple((n - 1) / 2.0 for n in shape)  # type: ignore[return-value]
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = strict_json.loads(value)
+        except strict_json.DuplicateMember as exc:
+            raise UnusableInput(f"center: {exc}") from None
         except (ValueError, RecursionError):
             raise UnusableInput('center must be JSON like {"i": 31, "j": 31, "k": 15}') from None
     if not isinstance(value, dict) or set(value) != {"i", "j", "k"}:
@@ -216,7 +218,7 @@ def read_json_request(body: bytes) -> tuple[np.ndarray, Any, Any, Any]:
     if not body:
         raise MalformedInput("the request body is empty")
     try:
-        doc = json.loads(body)
+        doc = strict_json.loads(body)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers too long to convert
         raise MalformedInput(f"the body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:

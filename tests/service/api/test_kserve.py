@@ -192,6 +192,12 @@ def test_protocol_errors_are_400_with_an_error_body(client, request_body, fragme
     assert_v2_error(client.post(INFER, json=request_body), 400, fragment)
 
 
+def test_a_member_given_twice_is_a_400(client):
+    body = json.dumps({"inputs": [tensor(patches(1), data=patches(1).ravel().tolist())]})
+    twice = body[:-1] + ', "inputs": []}'
+    assert_v2_error(client.post(INFER, content=twice), 400, "the member 'inputs' is given twice")
+
+
 def test_values_must_be_finite_and_the_windowed_patch_not_hu(client):
     x = patches(2)
     x[1, 0, 3, 3, 3] = np.nan

@@ -131,6 +131,29 @@ def test_empty_and_malformed_json_are_400(client):
     assert_problem(r, 400, "not valid JSON")
 
 
+@pytest.mark.parametrize(
+    ("members", "twice"),
+    [
+        ('"spacing": [1, 1, 1], "spacing": [2, 2, 2]', "spacing"),
+        ('"spacing": [1, 1, 1], "center": {"i": 1, "j": 2, "k": 3, "i": 4}', "i"),
+        ('"spacing": [1, 1, 1], "clinical": {"age": 60, "age": 70}', "age"),
+    ],
+)
+def test_a_json_member_given_twice_is_refused_not_resolved_to_its_last_value(client, hu_patch, members, twice):
+    content = f'{{"patch": {json.dumps(hu_patch.tolist())}, {members}}}'
+    r = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert_problem(r, 400, f"the member '{twice}' is given twice")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("center", '{"i": 1, "j": 2, "k": 3, "i": 4}'), ("clinical", '{"age": 60, "age": 70}')],
+)
+def test_a_member_given_twice_in_a_form_fields_json_is_a_422(client, hu_patch, field, value):
+    r = client.post("/predict", files={"patch": ("p.npy", npy(hu_patch))}, data={"spacing": "1,1,1", field: value})
+    assert_problem(r, 422, "is given twice in one object")
+
+
 def test_missing_patch_field_is_422(client):
     assert_problem(client.post("/predict", files={"spacing": (None, "1,1,1")}), 422, "'patch'")
     r = client.post("/predict", data={"spacing": "1,1,1"}, files={"x": ("a", b"1")})

@@ -252,3 +252,9 @@ def test_a_series_mixing_patients_or_studies_is_refused_without_naming_them(phan
     rewrite(paths[: len(paths) // 2], lambda ds, _: setattr(ds, keyword, value))
     error = refused(UnusableInput, "belong to more than one patient or study", paths, world_centers(phantom))
     assert value not in error.detail
+
+
+def test_a_centre_giving_a_coordinate_twice_is_refused(series_paths):
+    refused(
+        UnusableInput, "'centers': the member 'x' is given twice", series_paths, '[{"x": 1, "y": 2, "z": 3, "x": 4}]'
+    )
