@@ -213,6 +213,17 @@ def _center(zyx: tuple) -> dict[str, float]:
     return {"i": zyx[2], "j": zyx[1], "k": zyx[0]}
 
 
+def _check_identity_encoding(request: Request) -> None:
+    """/predict reads bodies as sent: a compressed one (Content-Encoding) is a 415 that says so, not a garbled
+    multipart or JSON error, and a plain one labelled compressed is not read as if the label were absent."""
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {coding[:20]!r} is not accepted on /predict: send the body uncompressed (the /v2 "
+            "endpoints take gzip and deflate)"
+        )
+
+
 @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
 @router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
 async def predict(request: Request, state: Annotated[ServiceState, Depends(get_state)]) -> Response:
@@ -223,6 +234,7 @@ async def predict(request: Request, state: Annotated[ServiceState, Depends(get_s
         raise NotReady(f"the model is not ready: {state.reason}", headers={"Retry-After": "5"})
     state.batcher.refuse_if_full()  # no upload read, no series prepared, for a queue that cannot take it
     check_query(request)
+    _check_identity_encoding(request)
     item = await _read_patch(request, state)  # bounded in time by the middleware (RESMTNET_BODY_TIMEOUT_S)
     request.state.input_kind = _input_kind(item)  # for the audit record
     deadline = state.drain.answer_deadline(time.perf_counter() + state.settings.request_timeout_s)  # from here

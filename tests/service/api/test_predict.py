@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -122,6 +123,19 @@ def test_empty_truncated_and_garbage_files_are_400(client, hu_patch):
 def test_wrong_content_type_is_415(client):
     assert_problem(client.post("/predict", content=b"abc", headers={"content-type": "text/plain"}), 415, "text/plain")
     assert_problem(client.post("/predict", content=b"abc"), 415, "not supported")
+
+
+def test_a_compressed_body_is_a_415_that_says_so(client, hu_patch):
+    body = json.dumps({"patch": hu_patch.tolist(), "spacing": [1, 1, 1]}).encode()
+    for content in (gzip.compress(body), body):  # compressed, and plain but labelled compressed
+        r = client.post(
+            "/predict", content=content, headers={"content-type": "application/json", "content-encoding": "gzip"}
+        )
+        assert_problem(r, 415, "Content-Encoding 'gzip' is not accepted on /predict")
+    r = client.post(
+        "/predict", content=body, headers={"content-type": "application/json", "content-encoding": "identity"}
+    )
+    assert r.status_code == 200
 
 
 def test_empty_and_malformed_json_are_400(client):
