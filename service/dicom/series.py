@@ -238,12 +238,14 @@ def _sort(slices: list[SliceHeader], notes: list[str]) -> tuple[list[SliceHeader
 def _check_extent(geo: SeriesGeometry, min_extent_mm: float) -> None:
     if not geo.slice_step > 1e-3:  # a median step of 0: most slices share one position (or NaN from wild values)
         raise UnusableInput("the slices do not advance along the slice normal: their positions coincide")
-    covered = geo.slices * geo.slice_step
+    # From the slices' own positions (each covers a step around it): uneven steps are not counted as the median.
+    covered = float(geo.slice_mm[-1] - geo.slice_mm[0]) + geo.slice_step
     if covered + 1e-6 < min_extent_mm:
         need = math.ceil(min_extent_mm / geo.slice_step)
         raise UnusableInput(
-            f"too few slices to cover the patch: {geo.slices} slices at {geo.slice_step:g} mm cover {covered:g} mm "
-            f"along the slice normal; the model's patch spans {min_extent_mm:g} mm (send at least {need} slices)"
+            f"too few slices to cover the patch: {geo.slices} slices, {geo.slice_step:g} mm apart (median), cover "
+            f"{covered:g} mm along the slice normal; the model's patch spans {min_extent_mm:g} mm (send at least "
+            f"{need} slices)"
         )
     for name, n, step in (("rows", geo.rows, geo.row_spacing), ("columns", geo.columns, geo.column_spacing)):
         if n * step + 1e-6 < min_extent_mm:

@@ -85,6 +85,20 @@ def test_too_few_slices_to_cover_the_patch(phantom, series_paths):
     refused(UnusableInput, "too few slices to cover the patch", series_paths[:20], world_centers(phantom))
 
 
+def test_coverage_is_read_from_the_slice_positions_not_the_median_step(phantom, tmp_path):
+    """Two stacks interleaved 0.3 mm apart: most steps are 0.3 mm, but the slices span the whole series, and the
+    patch is covered (slices x median step would say 24 mm)."""
+    paths = write(phantom, tmp_path / "a")
+
+    def shifted(ds, _):
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.3]
+        ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
+
+    others = rewrite(write(phantom, tmp_path / "b"), shifted)
+    prepared = run(paths + others, world_centers(phantom))
+    assert len(prepared.nodules) == len(world_centers(phantom))
+
+
 def test_a_single_slice_is_refused(phantom, series_paths):
     refused(UnusableInput, "at least 2", series_paths[:1], world_centers(phantom))
 
