@@ -37,6 +37,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00200032: ("ImagePositionPatient", "decimal"),
     0x00200037: ("ImageOrientationPatient", "decimal"),
     0x00280002: ("SamplesPerPixel", "us"),
+    0x00280004: ("PhotometricInterpretation", "text"),
     0x00280008: ("NumberOfFrames", "decimal"),
     0x00280010: ("Rows", "us"),
     0x00280011: ("Columns", "us"),

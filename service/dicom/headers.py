@@ -48,6 +48,7 @@ HEADER_TAGS = [
         "BitsStored",
         "PixelRepresentation",
         "SamplesPerPixel",
+        "PhotometricInterpretation",
         "PixelPaddingValue",
         "PixelPaddingRangeLimit",
         "RescaleIntercept",
@@ -86,6 +87,7 @@ class SliceHeader:
     pixel_offset: int | None = None  # where the pixel data's value starts in the file (fast reader only)
     pixel_length: int | None = None  # its length; None when encapsulated or unknown
     subject: str = ""  # digest of PatientID and StudyInstanceUID: whose study the image is, compared, never shown
+    photometric: str = ""  # PhotometricInterpretation, upper case ("" when absent)
 
 
 MAX_MAGNITUDE = 1e6  # millimetres (positions, spacings) or direction cosines: a kilometre is already absurd
@@ -187,6 +189,7 @@ def _common(n: int, ds: Any, sop_class: str, syntax: str) -> dict[str, Any]:
         "bits_stored": _int(n, ds, "BitsStored"),
         "pixel_representation": _int(n, ds, "PixelRepresentation"),
         "subject": _subject(ds),
+        "photometric": str(ds.get("PhotometricInterpretation", "") or "").strip().upper(),
     }
 
 

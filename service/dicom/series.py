@@ -19,6 +19,24 @@ from service.dicom.headers import CT_CLASSES, SliceHeader
 from service.errors import UnusableInput
 
 MAX_MATRIX = 4096  # CT is 512 or 1024 pixels square; beyond, a decoder would allocate gigabytes per slice
+GREY = frozenset({"", "MONOCHROME1", "MONOCHROME2"})  # "" : absent, as in some exports; read as MONOCHROME2
+# DICOM's other defined terms (PS3.3 C.7.6.3.1.2), the only values of the element a refusal quotes.
+PHOTOMETRIC_TERMS = frozenset(
+    {
+        "PALETTE COLOR",
+        "RGB",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+        "XYB",
+    }
+)
 GEOMETRY_FIELDS = {
     "rows": "Rows",
     "columns": "Columns",
@@ -171,6 +189,13 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
         raise UnusableInput(
             "the series' images belong to more than one patient or study (their PatientID or StudyInstanceUID "
             "differ): upload one patient's series"
+        )
+    colour = {s.photometric for s in slices} - GREY
+    if colour:
+        shown = ", ".join(sorted(colour & PHOTOMETRIC_TERMS)) or "not a term DICOM defines"
+        raise UnusableInput(
+            f"the series' images are not grey values (PhotometricInterpretation {shown}); CT images are "
+            "MONOCHROME2 (or MONOCHROME1)"
         )
     if any(s.samples_per_pixel != 1 for s in slices):
         raise UnusableInput("the series holds colour images (SamplesPerPixel > 1), which CT images never are")

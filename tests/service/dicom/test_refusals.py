@@ -41,6 +41,18 @@ def test_a_modality_outside_dicoms_defined_terms_is_never_echoed(phantom, tmp_pa
 
 
 @pytest.mark.parametrize(
+    ("value", "shown"), [("PALETTE COLOR", "PALETTE COLOR"), ("ZZSECRETPHOTO", "not a term DICOM defines")]
+)
+def test_images_that_are_not_grey_values_are_refused(phantom, tmp_path, value, shown):
+    """A palette or colour image is not HU, whatever its rescale says; only DICOM's own terms are quoted."""
+    paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "PhotometricInterpretation", value))
+    error = refused(
+        UnusableInput, f"not grey values (PhotometricInterpretation {shown})", paths, world_centers(phantom)
+    )
+    assert "ZZSECRETPHOTO" not in error.detail
+
+
+@pytest.mark.parametrize(
     ("rescale", "fragment"),
     [
         ({"RescaleIntercept": "-10000000"}, "outside any CT range in HU"),
