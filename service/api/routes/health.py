@@ -16,13 +16,17 @@ router = APIRouter(tags=["health"])
 DRAINING = "the server is shutting down: it answers the requests it has, send new ones to another instance"
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: load balancers that probe without a body
+# HEAD as well, for load balancers that probe without a body; out of the schema, where it would repeat GET's
+# operation (and FastAPI warn of a duplicate operation id on stderr, outside the JSON log).
+@router.get("/healthz")
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     """The process is alive and answering."""
     return {"status": "alive"}
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], responses={503: {"content": {"application/problem+json": {}}}})
+@router.get("/readyz", responses={503: {"content": {"application/problem+json": {}}}})
+@router.head("/readyz", include_in_schema=False)
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """The model is loaded, verified and warmed, on the provider the settings require, and the server is not
     shutting down (a load balancer stops sending new requests while those accepted are answered)."""

@@ -205,12 +205,14 @@ async def server_metadata(request: Request) -> dict[str, Any]:
 
 
 @router.get("/health/live")
+@router.head("/health/live", include_in_schema=False)
 async def server_live() -> dict[str, bool]:
     """200 while the process answers."""
     return {"live": True}
 
 
 @router.get("/health/ready")
+@router.head("/health/ready", include_in_schema=False)
 async def server_ready(state: State) -> dict[str, bool]:
     """200 once the model is loaded and warmed, until the server begins to shut down; 503 with the reason."""
     if state.drain.begun:
