@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
-from service.dicom.elements import EXPLICIT_LE, IMPLICIT_LE
+from service.dicom.elements import BIG_ENDIAN, EXPLICIT_LE, IMPLICIT_LE
 from service.dicom.headers import SliceHeader
 from service.errors import PayloadTooLarge, UnusableInput
 
@@ -111,8 +111,11 @@ class SliceReader:
                     f"series file {h.file + 1}: pixel data in transfer syntax {syntax.name!r} cannot be decoded by "
                     "this installation; send uncompressed, JPEG Lossless, JPEG-LS, JPEG 2000 or RLE Lossless"
                 )
+        ds = self._dataset(h.file)
+        for keyword, meaning in (("PixelData", "no pixel data"), ("BitsAllocated", "no BitsAllocated")):
+            if keyword not in ds:
+                raise UnusableInput(f"series file {h.file + 1} has {meaning}: its pixels cannot be read")
         try:
-            ds = self._dataset(h.file)
             return pixel_array(ds, index=h.frame) if h.frame is not None else pixel_array(ds)
         except UnusableInput:
             raise
@@ -125,10 +128,24 @@ class SliceReader:
         """The whole file as a dataset, read once (for a multi-frame file, each frame is decoded from it alone)."""
         if n not in self._datasets:
             data = self._files[n]
-            self._datasets[n] = pydicom.dcmread(
-                io.BytesIO(data if isinstance(data, bytes) else bytes(data)), force=True
-            )
+            ds = pydicom.dcmread(io.BytesIO(data if isinstance(data, bytes) else bytes(data)), force=True)
+            _name_the_encoding(ds)
+            self._datasets[n] = ds
         return self._datasets[n]
+
+
+def _name_the_encoding(ds: Dataset) -> None:
+    """A file without file meta (a bare dataset, which pydicom reads) names no transfer syntax, and pydicom's pixel
+    decoding needs one: the encoding the dataset was read in is its (uncompressed) transfer syntax."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return
+    implicit, little = ds.original_encoding
+    if little is None:
+        return
+    if meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(IMPLICIT_LE if implicit else (EXPLICIT_LE if little else BIG_ENDIAN))
 
 
 def _native(h: SliceHeader, data: bytes | memoryview) -> np.ndarray | None:

@@ -9,6 +9,8 @@ import zipfile
 import numpy as np
 import pydicom
 import pytest
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset
 from pydicom.uid import MRImageStorage, RLELossless
 
 from service.dicom.pixels import SliceReader
@@ -109,6 +111,31 @@ def test_coverage_is_read_from_the_slice_positions_not_the_median_step(phantom, 
     others = rewrite(write(phantom, tmp_path / "b"), shifted)
     prepared = run(paths + others, world_centers(phantom))
     assert len(prepared.nodules) == len(world_centers(phantom))
+
+
+@pytest.mark.parametrize(
+    ("keyword", "meaning"), [("PixelData", "no pixel data"), ("BitsAllocated", "no BitsAllocated")]
+)
+def test_a_slice_without_pixels_or_their_size_is_named(phantom, tmp_path, keyword, meaning):
+    paths = write(phantom, tmp_path)
+    rewrite(paths[18:19], lambda ds, _: delattr(ds, keyword))
+    refused(UnusableInput, f"has {meaning}: its pixels cannot be read", paths, world_centers(phantom))
+
+
+def test_bare_datasets_without_file_meta_are_read(phantom, series_paths):
+    """pydicom reads a dataset written without preamble or file meta; its pixels are decoded in the encoding it
+    was read in."""
+    bare = []
+    for path in series_paths:
+        ds = pydicom.dcmread(path)
+        del ds.file_meta
+        buffer = io.BytesIO()
+        out = DicomFileLike(buffer)
+        out.is_little_endian, out.is_implicit_VR = True, True
+        write_dataset(out, ds)
+        bare.append(buffer.getvalue())
+    expected = run(series_paths, world_centers(phantom)).nodules[0].cube
+    np.testing.assert_array_equal(run(bare, world_centers(phantom)).nodules[0].cube, expected)
 
 
 def test_a_single_slice_is_refused(phantom, series_paths):
