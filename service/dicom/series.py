@@ -18,6 +18,7 @@ from service.dicom.geometry import SeriesGeometry
 from service.dicom.headers import CT_CLASSES, SliceHeader
 from service.errors import UnusableInput
 
+MAX_THICKNESS_MM = 50.0  # a SliceThickness beyond this (or not above 0) is not one any CT reconstructs
 MAX_MATRIX = 4096  # CT is 512 or 1024 pixels square; beyond, a decoder would allocate gigabytes per slice
 GREY = frozenset({"", "MONOCHROME1", "MONOCHROME2"})  # "" : absent, as in some exports; read as MONOCHROME2
 # DICOM's other defined terms (PS3.3 C.7.6.3.1.2), the only values of the element a refusal quotes.
@@ -70,7 +71,7 @@ class Series:
         """Geometry only, for the response: nothing that identifies a patient, a study or a series."""
         g = self.geometry
         steps = g.steps
-        thickness = [s.thickness for s in self.slices if s.thickness]
+        thickness = thicknesses(self.slices)
         return {
             "index": self.index,
             "series_in_upload": self.count,
@@ -280,12 +281,24 @@ def _check_extent(geo: SeriesGeometry, min_extent_mm: float) -> None:
             )
 
 
+def thicknesses(slices: list[SliceHeader]) -> list[float]:
+    """The SliceThickness values that can be one (above 0, at most MAX_THICKNESS_MM); absent ones and others are not
+    counted."""
+    return [s.thickness for s in slices if s.thickness is not None and 0 < s.thickness <= MAX_THICKNESS_MM]
+
+
 def _quality(slices: list[SliceHeader], geo: SeriesGeometry) -> list[str]:
     warnings = []
     step, steps = geo.slice_step, geo.steps
     if step > THICK_MM:
         warnings.append(f"slice spacing {step:g} mm is over {THICK_MM:g} mm: small nodules are measured less well")
-    thickness = [s.thickness for s in slices if s.thickness]
+    thickness = thicknesses(slices)
+    ignored = sum(s.thickness is not None for s in slices) - len(thickness)
+    if ignored:
+        warnings.append(
+            f"SliceThickness of {ignored} image(s) is not a thickness (not above 0 and at most {MAX_THICKNESS_MM:g} "
+            "mm): left out of slice_thickness_mm"
+        )
     if thickness and float(np.median(thickness)) > THICK_MM:
         warnings.append(
             f"slice thickness {float(np.median(thickness)):g} mm is over {THICK_MM:g} mm: small nodules are "

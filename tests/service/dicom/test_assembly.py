@@ -233,3 +233,11 @@ def test_preparation_stops_at_its_next_check_once_given_up(phantom, series_paths
     with pytest.raises(GivenUp):
         reader.region((0, 10), (0, 8), (0, 8))
     assert reader.decoded_slices == 3
+
+
+@pytest.mark.parametrize("value", ["-5", "1e300", "0"])
+def test_a_slice_thickness_that_is_none_is_left_out_with_a_warning(phantom, tmp_path, value):
+    paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "SliceThickness", value))
+    prepared = run(paths, world_centers(phantom))
+    assert prepared.series["slice_thickness_mm"] is None
+    assert any("SliceThickness of 40 image(s) is not a thickness" in w for w in prepared.nodules[0].warnings)
