@@ -291,7 +291,9 @@ def _float(n: int, ds: Any, keyword: str) -> float | None:
     value = _value(n, ds, keyword)
     if value is None:
         return None
-    if not isinstance(value, str | bytes | int | float):  # a multi-valued element: its first value
+    if not isinstance(value, str | bytes | int | float):  # several values where DICOM gives one
+        if len(value) > 1:
+            raise UnusableInput(f"series file {n + 1}: {keyword} holds {len(value)} values; it has one")
         value = value[0] if len(value) else None
     try:
         out = float(value)  # type: ignore[arg-type]

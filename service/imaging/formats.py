@@ -69,23 +69,28 @@ def read_npy(data: bytes | memoryview, max_voxels: int) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _parse_header(raw: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """The header's dtype, shape and order; cached, since clients send the same shapes again and again."""
+    """The header's dtype, shape and order; cached, since clients send the same shapes again and again. Each way
+    a header can be wrong gets its own message."""
     try:
         header = ast.literal_eval(raw.decode("latin1"))
-        descr, shape = header["descr"], tuple(header["shape"])
-        if not isinstance(descr, str | list):
-            raise TypeError("descr")
-        if not all(type(n) is int for n in shape):
-            raise MalformedInput("the .npy header's shape must be whole numbers")
-        dtype = np.dtype(descr)
-        fortran = header["fortran_order"]
-        if not isinstance(fortran, bool):
-            raise TypeError("fortran_order")
-    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError, OverflowError) as exc:
-        raise MalformedInput(f"the .npy header cannot be read: {type(exc).__name__}") from None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, OverflowError):
+        raise MalformedInput("the .npy header is not the dictionary numpy writes") from None
+    if not isinstance(header, dict) or not {"descr", "fortran_order", "shape"} <= set(header):
+        raise MalformedInput("the .npy header must name its descr, fortran_order and shape")
+    descr, shape, fortran = header["descr"], header["shape"], header["fortran_order"]
+    if not isinstance(shape, tuple | list) or not all(type(n) is int for n in shape):
+        raise MalformedInput("the .npy header's shape must be whole numbers")
     if any(n < 0 for n in shape):
         raise MalformedInput("the .npy header has a negative dimension")
-    return dtype, shape, fortran
+    if not isinstance(fortran, bool):
+        raise MalformedInput("the .npy header's fortran_order must be True or False")
+    if not isinstance(descr, str | list):  # numpy would take None as float64
+        raise MalformedInput("the .npy header's descr must be a dtype such as '<i2'")
+    try:
+        dtype = np.dtype(descr)
+    except (TypeError, ValueError, KeyError, MemoryError, RecursionError, OverflowError):
+        raise MalformedInput(f"the .npy header's descr {str(descr)[:40]!r} is not a numpy dtype") from None
+    return dtype, tuple(shape), fortran
 
 
 def check_finite(volume: np.ndarray) -> None:

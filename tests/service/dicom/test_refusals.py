@@ -63,6 +63,7 @@ def test_images_that_are_not_grey_values_are_refused(phantom, tmp_path, value, s
         ({"RescaleSlope": "0"}, "RescaleSlope 0 is not positive"),
         ({"RescaleSlope": "-1"}, "RescaleSlope -1 is not positive"),
         ({"RescaleSlope": "1e-30"}, "less than 100 HU, no contrast"),
+        ({"RescaleIntercept": "-1024\\5"}, "RescaleIntercept holds 2 values; it has one"),
     ],
 )
 def test_a_rescale_that_cannot_give_hu_is_refused(phantom, tmp_path, rescale, fragment):

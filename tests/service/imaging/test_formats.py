@@ -1,5 +1,6 @@
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -178,6 +179,22 @@ def _npy_with_header(header: str) -> bytes:
 )
 def test_npy_headers_with_odd_values_are_malformed_input(header):
     with pytest.raises(MalformedInput, match="header"):
+        read_npy(_npy_with_header(header), 10_000)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("{'descr': 'zz9', 'fortran_order': False, 'shape': (2, 2, 2), }", "descr 'zz9' is not a numpy dtype"),
+        ("{'descr': '<i2', 'shape': (2, 2, 2), }", "must name its descr, fortran_order and shape"),
+        ("{'descr': '<i2', 'fortran_order': False, 'shape': 8, }", "shape must be whole numbers"),
+        ("{'descr': '<i2', 'fortran_order': 1, 'shape': (2, 2, 2), }", "fortran_order must be True or False"),
+        ("[1, 2, 3]", "must name its descr"),
+        ("{'descr': '<i2', 'fortran_order': False, 'shape': (2, 2, 2)", "not the dictionary numpy writes"),
+    ],
+)
+def test_each_way_an_npy_header_is_wrong_is_named_not_an_exception_name(header, message):
+    with pytest.raises(MalformedInput, match=re.escape(message)):
         read_npy(_npy_with_header(header), 10_000)
 
 
