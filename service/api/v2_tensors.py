@@ -117,6 +117,18 @@ def _load_json(header: bytes | memoryview) -> dict[str, Any]:
     return document
 
 
+REQUEST_MEMBERS = ("id", "parameters", "inputs", "outputs")
+INPUT_MEMBERS = ("name", "shape", "datatype", "parameters", "data")
+OUTPUT_MEMBERS = ("name", "parameters")
+
+
+def _known_members(item: dict[str, Any], members: tuple[str, ...], where: str) -> None:
+    """Refuse a member the protocol does not define (a misspelt 'ouputs' would otherwise ask for every output)."""
+    unknown = [key for key in item if key not in members]
+    if unknown:
+        raise MalformedInput(f"{where}: unknown member {short(unknown[0])}; the protocol's are {list(members)}")
+
+
 def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
     params = item.get("parameters", {})
     if not isinstance(params, dict):
@@ -154,6 +166,10 @@ def _json_data(data: Any, spec: TensorSpec, shape: list[int], count: int) -> np.
         raise MalformedInput(f"input {spec.name!r}: 'data' must hold numbers only (FP32), no true or false")
     if array.size != count:
         raise MalformedInput(f"input {spec.name!r} has {array.size} values; shape {shape} needs {count}")
+    if array.ndim > 1 and list(array.shape) != shape:
+        raise MalformedInput(
+            f"input {spec.name!r}: 'data' is nested as {list(array.shape)}; send it as {shape} or flat"
+        )
     with np.errstate(over="ignore"):  # out-of-range values become inf, which the caller refuses
         return array.astype(WIRE_DTYPES["FP32"]).reshape(shape)
 
@@ -168,6 +184,7 @@ def _holds_bool(data: list, depth: int) -> bool:
 def _input(item: Any, spec: TensorSpec, binary: memoryview, offset: int, max_batch: int) -> tuple[np.ndarray, int]:
     """One input tensor and the binary offset after it."""
     where = f"input {spec.name!r}"
+    _known_members(item, INPUT_MEMBERS, where)
     wanted = datatype(spec)
     if item.get("datatype") != wanted:
         raise MalformedInput(f"{where} has datatype {short(item.get('datatype'))}; the model takes {wanted}")
@@ -213,6 +230,7 @@ def _outputs(document: dict[str, Any], specs: list[TensorSpec]) -> list[Requeste
             raise MalformedInput(f"unknown output {short(name)}; the model gives {known}")
         if any(o.name == name for o in chosen):
             raise MalformedInput(f"output {name!r} is asked for more than once")
+        _known_members(item, OUTPUT_MEMBERS, f"output {name!r}")
         binary = _parameters(item, f"output {name!r}").get("binary_data", default_binary)
         if not isinstance(binary, bool):
             raise MalformedInput(f"output {name!r}: 'binary_data' must be true or false")
@@ -238,6 +256,7 @@ def parse_infer_request(
     binary sizes. Every mismatch is a MalformedInput (400) that names the tensor."""
     header, binary = split_body(body, header_length)
     document = _load_json(header)
+    _known_members(document, REQUEST_MEMBERS, "the request")
     items = document.get("inputs")
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise MalformedInput("'inputs' must be a list of tensor objects")

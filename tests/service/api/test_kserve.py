@@ -174,6 +174,18 @@ def _with(x: np.ndarray, **changes) -> dict:
         pytest.param(_with(patches(1), name=["patch"]), "unknown input ['patch']", id="a-list-for-a-name"),
         pytest.param(_with(patches(1), name={"a": 1}), "unknown input {'a': 1}", id="an-object-for-a-name"),
         pytest.param(_with(patches(1)) | {"id": 7}, "'id' must be a string", id="id-not-a-string"),
+        pytest.param(_with(patches(1)) | {"ouputs": []}, "unknown member 'ouputs'", id="unknown-member"),
+        pytest.param(_with(patches(1), contents=[]), "input 'patch': unknown member 'contents'", id="input-member"),
+        pytest.param(
+            _with(patches(1)) | {"outputs": [{"name": "malignancy", "binary": True}]},
+            "output 'malignancy': unknown member 'binary'",
+            id="output-member",
+        ),
+        pytest.param(
+            _with(patches(1), data=patches(1).reshape(1, 32, 32, 32, 1).tolist()),
+            "'data' is nested as [1, 32, 32, 32, 1]",
+            id="nested-otherwise",
+        ),
         pytest.param(_with(patches(1), data=[0.5] * 100), "'data' has 100 items", id="element-count"),
         pytest.param(_with(patches(1), data=["a"] * 32768), "numbers only", id="strings"),
         pytest.param(_with(patches(1), data=[True] + [0.5] * 32767), "no true or false", id="a-boolean-among-numbers"),
