@@ -84,6 +84,21 @@ def _base_header(source: SeriesSource) -> Dataset:
     return header
 
 
+TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})  # decoded by the SpecificCharacterSet
+
+
+def _check_decodable(header: Dataset) -> None:
+    """Refuse a header whose text does not decode in its declared character set: pydicom would put replacement
+    characters in its place, and the SR would carry a patient's name altered. The keyword is named, the value not."""
+    for element in header:
+        if element.VR in TEXT_VRS and "\ufffd" in str(element.value):
+            raise UnusableInput(
+                f"the series' {element.keyword or 'text element'} does not decode in its declared character set "
+                "(SpecificCharacterSet): a DICOM SR would carry it altered; ask for JSON instead "
+                "(Accept: application/json, or ?format=json)"
+            )
+
+
 def _evidence(base: Dataset, slices: list[SliceHeader]) -> list[Dataset]:
     """One reference per SOP instance of the series; the first is the full header, for the patient and study."""
     evidence, seen = [base], {base.SOPInstanceUID}
@@ -194,6 +209,7 @@ def _group(
 
 def _build(source: SeriesSource, nodules: list[dict[str, Any]], manifest: Manifest) -> bytes:
     base = _base_header(source)
+    _check_decodable(base)
     frame_of_reference = base.get("FrameOfReferenceUID")
     if not frame_of_reference:
         raise UnusableInput("the series has no FrameOfReferenceUID: a DICOM SR cannot place the nodules in it")

@@ -220,3 +220,17 @@ def test_the_sr_carries_nothing_of_the_scanner_that_tells_where_and_when_the_pat
         assert value not in text, value
     assert ds.PatientName == PATIENT["patient_name"] and ds.PatientID == PATIENT["patient_id"]
     assert ds.Manufacturer == "Res-MTNet Serve"  # the report's own equipment
+
+
+def test_a_name_that_does_not_decode_in_its_character_set_gets_no_altered_sr(client, tmp_path):
+    def undecodable(ds: pydicom.Dataset, _: int) -> None:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.add_new(0x00100010, "PN", b"QXBAD\xff\xfe^QXGIVEN")  # not UTF-8
+
+    phantom = small_chest(7, n_nodules=1)
+    paths = rewrite(write(phantom, tmp_path, **PATIENT), undecodable)
+    data = {"centers": json.dumps(world_centers(phantom))}
+    r = client.post("/predict", files=form_files(paths), data=data, headers={"Accept": DICOM})
+    assert r.status_code == 422 and "PatientName does not decode in its declared character set" in r.json()["detail"]
+    assert "QXBAD" not in r.text
+    assert client.post("/predict", files=form_files(paths), data=data).status_code == 200  # JSON still answers
