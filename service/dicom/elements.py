@@ -30,9 +30,9 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00080016: ("SOPClassUID", "text"),
     0x00080018: ("SOPInstanceUID", "text"),
     0x00080060: ("Modality", "text"),
-    0x00100020: ("PatientID", "text"),
+    0x00100020: ("PatientID", "bytes"),
     0x00180050: ("SliceThickness", "decimal"),
-    0x0020000D: ("StudyInstanceUID", "text"),
+    0x0020000D: ("StudyInstanceUID", "bytes"),
     0x0020000E: ("SeriesInstanceUID", "text"),
     0x00200032: ("ImagePositionPatient", "decimal"),
     0x00200037: ("ImageOrientationPatient", "decimal"),
@@ -61,7 +61,7 @@ class Elements:
     """The wanted values (raw text split on backslashes, or integers), the transfer syntax, and where the pixel
     data's value starts and how long it is (None: encapsulated, undefined length)."""
 
-    values: dict[str, str | list[str] | int]
+    values: dict[str, str | list[str] | int | bytes]
     transfer_syntax: str
     pixel_offset: int | None
     pixel_length: int | None
@@ -125,7 +125,7 @@ def _read(view: memoryview) -> Elements:
     if syntax in DEFLATED or syntax == BIG_ENDIAN or not syntax:
         raise NotSimple("transfer syntax")
     explicit = syntax != IMPLICIT_LE
-    values: dict[str, str | list[str] | int] = {"MediaStorageSOPClassUID": media} if media else {}
+    values: dict[str, str | list[str] | int | bytes] = {"MediaStorageSOPClassUID": media} if media else {}
     size = len(view)
     while pos + 8 <= size:
         tag, vr, length, value_at = _element(view, pos, explicit)
@@ -200,9 +200,12 @@ def _text(raw: memoryview) -> list[str]:
     return [v.strip(" \0") for v in bytes(raw).decode("ascii").split("\\")]
 
 
-def _convert(raw: memoryview, kind: str, values: dict, vr: bytes) -> str | list[str] | int:
-    """Text split on backslashes, or a 16-bit integer: for US/SS elements the VR as written (explicit VR), else
-    signed when PixelRepresentation says so (implicit VR)."""
+def _convert(raw: memoryview, kind: str, values: dict, vr: bytes) -> str | list[str] | int | bytes:
+    """Text split on backslashes, the value's bytes as stored (compared, never decoded: any character set), or a
+    16-bit integer: for US/SS elements the VR as written (explicit VR), else signed when PixelRepresentation says so
+    (implicit VR)."""
+    if kind == "bytes":
+        return bytes(raw)
     if kind in ("text", "decimal"):
         text = _text(raw)
         return text[0] if len(text) == 1 else text

@@ -7,8 +7,10 @@ pydicom's exceptions and values never reach a message: errors name the file by i
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +28,7 @@ LEGACY_ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.2"
 CT_CLASSES = frozenset({CT_IMAGE, ENHANCED_CT_IMAGE, LEGACY_ENHANCED_CT_IMAGE})
 DIRECTORY_CLASS = "1.2.840.10008.1.3.10"
 
+SUBJECT_KEY = os.urandom(32)  # keys the subject digest: per process, never stored
 # Only these elements are converted; pydicom steps over the rest (the pixel data is never read here).
 HEADER_TAGS = [
     Tag(keyword)
@@ -194,15 +197,32 @@ def _common(n: int, ds: Any, sop_class: str, syntax: str) -> dict[str, Any]:
 
 
 def _subject(ds: Any) -> str:
-    """A digest of the image's PatientID and StudyInstanceUID (either reader's values, padding stripped): images of
-    one series must share it, and the digest keeps the values themselves out of anything kept or shown."""
+    """A keyed digest of the image's PatientID and StudyInstanceUID bytes as stored (either reader's, trailing
+    padding stripped; never decoded, so any character set reads alike): images of one series must share it. The
+    key is this process's own, so a digest cannot be matched against guessed IDs."""
     parts = []
     for keyword in ("PatientID", "StudyInstanceUID"):
-        value = ds.get(keyword, "") or ""
-        if not isinstance(value, str):  # several values: a list from the fast reader, a MultiValue from pydicom
-            value = "\\".join(str(v) for v in value)
-        parts.append(value.strip(" \0"))
-    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        value = _stored_bytes(ds, keyword)
+        parts.append(value.rstrip(b" \0"))
+    return hmac.new(SUBJECT_KEY, b"\0".join(parts), hashlib.sha256).hexdigest()[:32]
+
+
+def _stored_bytes(ds: Any, keyword: str) -> bytes:
+    """An element's value bytes as the file stores them: the fast reader keeps them so; from pydicom, the raw
+    element read before any conversion ("" when absent)."""
+    if isinstance(ds, dict):
+        value = ds.get(keyword, b"")
+        return value if isinstance(value, bytes) else str(value).encode("ascii", "replace")
+    try:
+        element = ds.get_item(keyword)
+    except KeyError:
+        return b""
+    if element is None:
+        return b""
+    value = element.value
+    if isinstance(value, bytes):
+        return value
+    return b"" if value is None else str(value).encode("utf-8", "surrogateescape")
 
 
 def _slices(n: int, ds: Dataset, sop_class: str, budget: int | None = None) -> list[SliceHeader]:

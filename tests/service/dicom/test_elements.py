@@ -49,7 +49,15 @@ def with_sequences(ds: Dataset, _: int) -> None:
     ds.add_new("PixelPaddingValue", "SS" if ds.PixelRepresentation else "US", -2000 if ds.PixelRepresentation else 5)
 
 
-@pytest.mark.parametrize("variant", ["explicit", "implicit", "unsigned", "sequences", "rle", "jpeg2000"])
+def with_non_ascii_id(ds: Dataset, _: int) -> None:
+    """A PatientID in UTF-8, padded: the fast reader keeps its bytes (no decoding, no hand-over to pydicom)."""
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientID = "Müller-7 "
+
+
+@pytest.mark.parametrize(
+    "variant", ["explicit", "implicit", "unsigned", "sequences", "rle", "jpeg2000", "non-ascii-id"]
+)
 def test_fast_reader_matches_pydicom(variant, phantom, tmp_path):
     kwargs = {
         "implicit": {"transfer_syntax": ImplicitVRLittleEndian},
@@ -60,6 +68,8 @@ def test_fast_reader_matches_pydicom(variant, phantom, tmp_path):
     paths = write(phantom, tmp_path, **kwargs)[:3]
     if variant == "sequences":
         rewrite(paths, with_sequences)
+    if variant == "non-ascii-id":
+        rewrite(paths, with_non_ascii_id)
     for path in paths:
         data = path.read_bytes()
         read_elements(data)  # not handed over to pydicom
