@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
+from service.dicom.codestreams import fragment_sizes
 from service.dicom.elements import BIG_ENDIAN, EXPLICIT_LE, IMPLICIT_LE
 from service.dicom.headers import SliceHeader
 from service.errors import PayloadTooLarge, UnusableInput
@@ -111,7 +112,7 @@ class SliceReader:
                     f"series file {h.file + 1}: pixel data in transfer syntax {syntax.name!r} cannot be decoded by "
                     "this installation; send uncompressed, JPEG Lossless, JPEG-LS, JPEG 2000 or RLE Lossless"
                 )
-        ds = self._dataset(h.file)
+        ds = self._dataset(h.file, h)
         for keyword, meaning in (("PixelData", "no pixel data"), ("BitsAllocated", "no BitsAllocated")):
             if keyword not in ds:
                 raise UnusableInput(f"series file {h.file + 1} has {meaning}: its pixels cannot be read")
@@ -124,14 +125,31 @@ class SliceReader:
                 f"series file {h.file + 1}: its pixel data cannot be decoded ({type(exc).__name__})"
             ) from None
 
-    def _dataset(self, n: int) -> Dataset:
-        """The whole file as a dataset, read once (for a multi-frame file, each frame is decoded from it alone)."""
+    def _dataset(self, n: int, h: SliceHeader) -> Dataset:
+        """The whole file as a dataset, read once (for a multi-frame file, each frame is decoded from it alone);
+        compressed frames must declare the size the header does before any is decoded."""
         if n not in self._datasets:
             data = self._files[n]
             ds = pydicom.dcmread(io.BytesIO(data if isinstance(data, bytes) else bytes(data)), force=True)
             _name_the_encoding(ds)
+            _check_stream_sizes(ds, h)
             self._datasets[n] = ds
         return self._datasets[n]
+
+
+def _check_stream_sizes(ds: Dataset, h: SliceHeader) -> None:
+    """Refuse compressed pixel data whose codestreams declare another size than Rows x Columns: a decoder would
+    allocate what the stream says, and the image would not be the one the header describes."""
+    pixel_data = ds.get("PixelData")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not isinstance(pixel_data, bytes) or syntax is None or not UID(syntax).is_encapsulated:
+        return
+    for rows, columns in fragment_sizes(pixel_data):
+        if (rows, columns) != (h.rows, h.columns):
+            raise UnusableInput(
+                f"series file {h.file + 1}: its compressed pixel data is {rows}x{columns}, not the "
+                f"{h.rows}x{h.columns} its header declares"
+            )
 
 
 def _name_the_encoding(ds: Dataset) -> None:

@@ -17,6 +17,7 @@ from service.dicom.headers import read_headers
 from service.dicom.pipeline import prepare
 from service.dicom.pixels import SliceReader
 from service.dicom.series import SeriesChoice, assemble
+from service.errors import UnusableInput
 from service.imaging.preprocess import preprocess
 from tests.service.dicom.builders import (
     enhanced_ct,
@@ -114,6 +115,20 @@ def test_compressed_transfer_syntaxes_decode_to_the_same_cube(syntax, phantom, b
     out = run(paths, world_centers(phantom))
     assert out.series["transfer_syntax"].startswith(expected)
     assert_same(out.nodules[0].cube, base.nodules[0].cube)
+
+
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEG2000Lossless, "jpeg-lossless"])
+def test_a_codestream_of_another_size_than_the_header_is_refused_before_decoding(syntax, phantom, tmp_path):
+    """Decoders size their output from the codestream: a stream larger than Rows x Columns would be allocated
+    whole, and its image is not the one the header describes."""
+    if syntax == "jpeg-lossless":
+        paths = jpeg_lossless(write(phantom, tmp_path))
+    else:
+        paths = write(phantom, tmp_path, transfer_syntax=syntax)
+    rows, columns = (int(v) for v in phantom.hu.shape[1:])
+    rewrite(paths, lambda ds, _: setattr(ds, "Rows", rows - 2))
+    with pytest.raises(UnusableInput, match=f"compressed pixel data is {rows}x{columns}, not the {rows - 2}x{columns}"):
+        run(paths, world_centers(phantom))
 
 
 def test_only_the_slices_around_the_nodule_are_decoded(phantom, base):
