@@ -71,7 +71,10 @@ def prepare(
         upload.files, series.slices, spec.fill_hu, before_decode=check, max_decoded_bytes=limits.max_decoded_bytes
     )
     try:
-        nodules = [_nodule(n, center, series, reader, spec, limits) for n, center in enumerate(located)]
+        nodules = []
+        for n, center in enumerate(located):
+            nodules.append(_nodule(n, center, series, reader, spec, limits.max_region_voxels))
+            reader.release()
     except MemoryError:  # what the limits let through still did not fit next to everything else running
         raise Overloaded(
             "the server has not the memory to read this series now; retry later, or send fewer nodules",
@@ -86,7 +89,7 @@ def _carry_on() -> None:
 
 
 def _nodule(
-    n: int, center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing, limits: SeriesLimits
+    n: int, center: centres.Center, series: Series, reader: SliceReader, spec: Preprocessing, max_region_voxels: int
 ) -> PreparedNodule:
     """The model's cube around one centre: sample positions along the normal at the true slice positions, in-plane
     on the pixel grid (each slice's own, shifted, with a gantry tilt); only the slices, rows and columns the
@@ -106,10 +109,10 @@ def _nodule(
     sigmas = lowpass_sigmas(geo.spacing_zyx, spec)
     support = sheared_support(positions, sigmas, (geo.slices, geo.rows, geo.columns), shifts)
     extent = [last - first for first, last in support]
-    if math.prod(extent) > limits.max_region_voxels:
+    if math.prod(extent) > max_region_voxels:
         raise PayloadTooLarge(
             f"centers[{n}]: the model's {spec.field_of_view_mm:g} mm around this nodule span "
-            f"{' x '.join(map(str, extent))} voxels of the series; at most {limits.max_region_voxels} are read per "
+            f"{' x '.join(map(str, extent))} voxels of the series; at most {max_region_voxels} are read per "
             "nodule (RESMTNET_MAX_PATCH_VOXELS): send the series at a coarser spacing"
         )
     region, padded = reader.region(*support)

@@ -37,7 +37,7 @@ class SliceReader:
     ) -> None:
         self._files = files
         self._max_decoded_bytes = max_decoded_bytes
-        self.decoded_bytes = 0  # pixels decoded from compressed (or otherwise not directly readable) slices
+        self.decoded_bytes = 0  # bytes of pixels held that pydicom decoded (not read in place)
         self._before_decode = before_decode  # called before each slice is decoded; may raise to stop the request
         self._slices = slices
         self._fill = np.float32(fill_hu)
@@ -92,10 +92,16 @@ class SliceReader:
         self.decoded_bytes += (h.rows or 0) * (h.columns or 0) * max((h.bits_allocated or 16) // 8, 1)
         if self.decoded_bytes > self._max_decoded_bytes:
             raise PayloadTooLarge(
-                f"the nodules need more than {self._max_decoded_bytes / 2**20:g} MiB of decoded pixels from "
-                f"{h.rows}x{h.columns} slices stored compressed (or big endian, or 8-bit); send fewer nodules per "
-                "request, or the series as uncompressed 16-bit"
+                f"one nodule needs more than {self._max_decoded_bytes / 2**20:g} MiB of pixels decoded from "
+                f"{h.rows}x{h.columns} slices that are not plain 16-bit little endian (compressed, big endian, 8-bit "
+                "or without file meta); send the series at a coarser spacing, or as uncompressed 16-bit"
             )
+
+    def release(self) -> None:
+        """Drop the slices decoded so far (the next nodule decodes what it needs again): the budget bounds what
+        one nodule holds at a time, not the whole request."""
+        self._decoded.clear()
+        self.decoded_bytes = 0
 
     def _decode(self, h: SliceHeader) -> np.ndarray:
         """Pixels pydicom decodes (compressed, big endian, or otherwise not readable in place)."""

@@ -27,8 +27,8 @@ _EOCD64 = b"PK\x06\x06"
 @dataclass(frozen=True)
 class SeriesLimits:
     """What one upload may hold: files (or frames), bytes of DICOM data (a zip's uncompressed content included),
-    zip entries, nodule centres; and what reading it may take: voxels read around one nodule, bytes of pixel data
-    decoded from compressed slices (a few kilobytes of JPEG-LS can stand for gigabytes of pixels)."""
+    zip entries, nodule centres; and what reading it may take: voxels read around one nodule, bytes of pixels one
+    nodule holds decoded by pydicom (a few kilobytes of JPEG-LS can stand for gigabytes of pixels)."""
 
     max_files: int
     max_bytes: int

@@ -222,8 +222,15 @@ def test_pixels_decoded_from_compressed_slices_are_bounded_per_request(phantom, 
     paths = write(phantom, tmp_path, transfer_syntax=RLELossless)
     rows, columns = (int(v) for v in pydicom.dcmread(paths[0]).pixel_array.shape)
     three_slices = dataclasses.replace(LIMITS, max_decoded_bytes=3 * rows * columns * 2)
-    refused(PayloadTooLarge, "MiB of decoded pixels", paths, world_centers(phantom), limits=three_slices)
-    assert run(paths, world_centers(phantom)).decoded_slices > 3  # the same series within the default budget
+    refused(PayloadTooLarge, "one nodule needs more than", paths, world_centers(phantom), limits=three_slices)
+    (first,) = world_centers(phantom)
+    centers = [first, {**first, "z": first["z"] + 6.0}]  # the second needs slices the first did not
+    each = [run(paths, [c]).decoded_slices for c in centers]  # within the default budget
+    both = run(paths, centers).decoded_slices
+    assert min(each) > 3 and both == sum(each)  # what the first held was let go before the second
+    # A budget for the larger nodule's slices takes both: each one's are let go before the next's.
+    per_nodule = dataclasses.replace(LIMITS, max_decoded_bytes=max(each) * rows * columns * 2)
+    assert len(run(paths, centers, limits=per_nodule).nodules) == 2
 
 
 def test_running_out_of_memory_while_reading_is_a_503_to_retry(series_paths, phantom, monkeypatch):
