@@ -251,7 +251,7 @@ def _single(n: int, ds: Any, common: dict[str, Any]) -> SliceHeader:
         pixel_spacing=_floats(n, ds, "PixelSpacing", 2),  # type: ignore[arg-type]
         orientation=_floats(n, ds, "ImageOrientationPatient", 6),
         position=_floats(n, ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
-        thickness=_float(n, ds, "SliceThickness"),
+        thickness=_thickness(n, ds),
         slope=_slope(n, ds),
         intercept=_float(n, ds, "RescaleIntercept") or 0.0,
         **common,
@@ -278,7 +278,7 @@ def _frame(n: int, ds: Dataset, common: dict[str, Any], f: int, shared: Any, ite
         pixel_spacing=_floats(n, measures or ds, "PixelSpacing", 2),  # type: ignore[arg-type]
         orientation=_floats(n, orientation or ds, "ImageOrientationPatient", 6),
         position=_floats(n, position or ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
-        thickness=_float(n, measures or ds, "SliceThickness"),
+        thickness=_thickness(n, measures or ds),
         slope=_slope(n, values or ds),
         intercept=_float(n, values or ds, "RescaleIntercept") or 0.0,
         **common,
@@ -322,6 +322,15 @@ def _float(n: int, ds: Any, keyword: str) -> float | None:
     if not math.isfinite(out):
         raise UnusableInput(f"series file {n + 1}: {keyword} is not finite")
     return out
+
+
+def _thickness(n: int, ds: Any) -> float | None:
+    """SliceThickness, which only informs: None when absent, NaN when it is not one number (several values, text,
+    not finite), which the series leaves out with a warning instead of refusing the upload."""
+    try:
+        return _float(n, ds, "SliceThickness")
+    except UnusableInput:
+        return math.nan
 
 
 def _slope(n: int, ds: Any) -> float:

@@ -296,8 +296,8 @@ def _quality(slices: list[SliceHeader], geo: SeriesGeometry) -> list[str]:
     ignored = sum(s.thickness is not None for s in slices) - len(thickness)
     if ignored:
         warnings.append(
-            f"SliceThickness of {ignored} image(s) is not a thickness (not above 0 and at most {MAX_THICKNESS_MM:g} "
-            "mm): left out of slice_thickness_mm"
+            f"SliceThickness of {ignored} image(s) is not a thickness (one number in (0, {MAX_THICKNESS_MM:g}] mm): "
+            "left out of slice_thickness_mm"
         )
     if thickness and float(np.median(thickness)) > THICK_MM:
         warnings.append(

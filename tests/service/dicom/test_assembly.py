@@ -250,7 +250,7 @@ def test_preparation_stops_at_its_next_check_once_given_up(phantom, series_paths
     assert reader.decoded_slices == 3
 
 
-@pytest.mark.parametrize("value", ["-5", "1e300", "0"])
+@pytest.mark.parametrize("value", ["-5", "1e300", "0", "NaN", "inf", "1\\2"])
 def test_a_slice_thickness_that_is_none_is_left_out_with_a_warning(phantom, tmp_path, value):
     paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "SliceThickness", value))
     prepared = run(paths, world_centers(phantom))
