@@ -110,6 +110,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
 def _load_json(header: bytes | memoryview) -> dict[str, Any]:
     try:
         document = strict_json.loads(bytes(header))
+    except strict_json.DuplicateMember as exc:  # valid JSON (RFC 8259), but which value would be meant?
+        raise MalformedInput(f"the inference request gives a member twice: {exc}") from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise MalformedInput(f"the inference request is not valid JSON: {str(exc)[:120]}") from None
     if not isinstance(document, dict):

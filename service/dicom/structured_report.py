@@ -90,7 +90,7 @@ TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})  # decoded by t
 def _check_decodable(header: Dataset) -> None:
     """Refuse a header whose text does not decode in its declared character set: pydicom would put replacement
     characters in its place, and the SR would carry a patient's name altered. The keyword is named, the value not."""
-    for element in header:
+    for element in header.iterall():  # nested too: OtherPatientIDsSequence carries names and IDs
         if element.VR in TEXT_VRS and "\ufffd" in str(element.value):
             raise UnusableInput(
                 f"the series' {element.keyword or 'text element'} does not decode in its declared character set "

@@ -224,6 +224,8 @@ def read_json_request(body: bytes) -> tuple[np.ndarray, Any, Any, Any]:
         raise MalformedInput("the request body is empty")
     try:
         doc = strict_json.loads(body)
+    except strict_json.DuplicateMember as exc:  # valid JSON (RFC 8259), but which value would be meant?
+        raise MalformedInput(f"the JSON body gives a member twice: {exc}") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers too long to convert
         raise MalformedInput(f"the body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:

@@ -216,8 +216,8 @@ def _center(zyx: tuple) -> dict[str, float]:
 def _check_identity_encoding(request: Request) -> None:
     """/predict reads bodies as sent: a compressed one (Content-Encoding) is a 415 that says so, not a garbled
     multipart or JSON error, and a plain one labelled compressed is not read as if the label were absent."""
-    coding = request.headers.get("content-encoding", "identity").strip().lower()
-    if coding != "identity":
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
         raise UnsupportedMediaType(
             f"Content-Encoding {coding[:20]!r} is not accepted on /predict: send the body uncompressed (the /v2 "
             "endpoints take gzip and deflate)"
