@@ -34,7 +34,7 @@ from service.clinical.lung_rads import categorize, round_mean_diameter
 from service.clinical.sections import ELONGATED, in_largest_section, sections
 from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
-from training.data.lidc import LidcVoi, axial_over_equivalent, load_voi, split_by_patient
+from training.data.lidc import LidcVoi, axial_over_equivalent, equivalent_diameter, load_voi, split_by_patient
 from training.data.phantoms import PhantomPatch, largest_section_mean_diameter, render_patch
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.export import load_checkpoint
@@ -153,12 +153,17 @@ def lidc_orientation(diameter: np.ndarray, voi: LidcVoi) -> dict[str, Any]:
     """Whether the diameter head follows a real nodule's orientation, judged by its consensus mask: the slope of
     log(diameter / the mask's volume-equivalent diameter) against log(the mask's axial section / that diameter).
     1 is an axial size that sees orientation; 0 one that reads every nodule as a sphere of its volume. The readers'
-    diameter label, next to it, shows what training on it teaches."""
+    diameter label, next to it, shows what training on it teaches. Empty masks are counted and left out."""
     ratio = axial_over_equivalent(voi.masks, voi.spacing_mm)
-    equivalent = (voi.masks.sum(axis=(1, 2, 3)) * voi.spacing_mm**3 * 6.0 / np.pi) ** (1.0 / 3.0)
+    measured = np.isfinite(ratio)
+    ratio, diameter, label = ratio[measured], diameter[measured], voi.diameter_mm[measured]
+    equivalent = equivalent_diameter(voi.masks[measured].sum(axis=(1, 2, 3)) * voi.spacing_mm**3)
 
     def slope(size: np.ndarray) -> float:
         return _r(np.polyfit(np.log(ratio), np.log(size / equivalent), 1)[0], 3)
+
+    def mean(values: np.ndarray) -> float | None:
+        return _r(float(values.mean()), 3) if values.size else None
 
     groups = {
         "within_axial_plane": ratio >= 1.1,
@@ -166,15 +171,16 @@ def lidc_orientation(diameter: np.ndarray, voi: LidcVoi) -> dict[str, Any]:
         "towards_z": ratio <= 0.95,
     }
     return {
-        "nodules": len(voi),
+        "nodules": int(measured.sum()),
+        "masks_empty": int((~measured).sum()),
         "slope_diameter_head": slope(diameter),
-        "slope_reader_label": slope(voi.diameter_mm),
+        "slope_reader_label": slope(label),
         "by_mask_shape": {
             name: {
                 "nodules": int(m.sum()),
-                "axial_section_over_equivalent": _r(float(ratio[m].mean()), 3),
-                "head_over_label": _r(float((diameter[m] / voi.diameter_mm[m]).mean()), 3),
-                "head_over_mask_axial_section": _r(float((diameter[m] / (ratio[m] * equivalent[m])).mean()), 3),
+                "axial_section_over_equivalent": mean(ratio[m]),
+                "head_over_label": mean(diameter[m] / label[m]),
+                "head_over_mask_axial_section": mean(diameter[m] / (ratio[m] * equivalent[m])),
             }
             for name, m in groups.items()
         },

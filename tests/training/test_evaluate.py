@@ -52,3 +52,16 @@ def test_the_model_card_reports_the_orientation_figures():
     assert f"The readers' diameter label has {orientation['slope_reader_label']}" in card
     plane = orientation["by_mask_shape"]["within_axial_plane"]
     assert f"{plane['head_over_mask_axial_section']} for nodules lying within the axial plane (n=3)" in card
+
+
+def test_empty_masks_are_counted_and_left_out_and_an_empty_group_has_no_mean():
+    masks = np.stack([ellipsoid_mask(s) for s in SHAPES[:3]] + [np.zeros((40, 40, 40), bool)])
+    equivalent = np.append((masks[:3].sum(axis=(1, 2, 3)) * 6.0 / np.pi) ** (1.0 / 3.0), 5.0)
+    result = lidc_orientation(equivalent, voi_of(masks, equivalent))
+    assert result["nodules"] == 3 and result["masks_empty"] == 1
+    assert result["by_mask_shape"]["towards_z"] == {
+        "nodules": 0,
+        "axial_section_over_equivalent": None,
+        "head_over_label": None,
+        "head_over_mask_axial_section": None,
+    }

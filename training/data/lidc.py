@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from service.clinical.sections import sections
 from service.imaging.preprocess import resample_patch, volume_center_vox, window
@@ -112,15 +113,24 @@ def split_by_patient(patient_id: np.ndarray, val_fraction: float, seed: int) -> 
 
 def axial_over_equivalent(masks: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Per mask (N, z, y, x): the mean diameter of its central axial section, read from its moments as the service
-    reads a map (service.clinical.sections), over its volume-equivalent diameter. Above 1 for a nodule lying within
-    the axial plane, below 1 for one pointing along z; what an axial size that sees orientation must follow."""
-    ratios = np.ones(len(masks))
+    reads a map (service.clinical.sections), over its volume-equivalent diameter, both of the mask's largest
+    connected part. Above 1 for a nodule lying within the axial plane, below 1 for one pointing along z; what an
+    axial size that sees orientation must follow. NaN for an empty mask."""
+    ratios = np.full(len(masks), np.nan)
     for i, mask in enumerate(masks):
-        shape = sections(mask.astype(np.float64), spacing_mm)
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+        if count == 0:
+            continue
+        part = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        shape = sections(part.astype(np.float64), spacing_mm)
         if shape is not None:
-            equivalent = (float(mask.sum()) * spacing_mm**3 * 6.0 / np.pi) ** (1.0 / 3.0)
-            ratios[i] = shape.mean_diameters_mm["axial"] / equivalent
+            ratios[i] = shape.mean_diameters_mm["axial"] / equivalent_diameter(float(part.sum()) * spacing_mm**3)
     return ratios
+
+
+def equivalent_diameter(volume_mm3: float | np.ndarray) -> float | np.ndarray:
+    """The diameter of the sphere of that volume."""
+    return (np.asarray(volume_mm3) * 6.0 / np.pi) ** (1.0 / 3.0)
 
 
 def type_from_texture(texture: np.ndarray) -> np.ndarray:

@@ -99,6 +99,15 @@ def test_axial_over_equivalent_tells_a_nodule_in_the_axial_plane_from_one_along_
     np.testing.assert_allclose(ratios, expected, rtol=0.05)
 
 
+def test_axial_over_equivalent_reads_the_largest_part_of_a_mask_and_nan_for_an_empty_one():
+    lying = ellipsoid_mask((4, 4, 10))
+    with_speck = lying.copy()
+    with_speck[1:3, 1:3, 1:3] = True  # a stray piece in a corner, not touching the nodule
+    empty = np.zeros_like(lying)
+    ratios = axial_over_equivalent(np.stack([lying, with_speck, empty]), 1.0)
+    assert ratios[1] == ratios[0] and np.isnan(ratios[2])
+
+
 def test_the_readers_diameter_label_reads_size_as_volume_whatever_the_orientation(voi):
     """What the README and model card say of the label: against each consensus mask, it follows the mask's
     volume-equivalent diameter, not its axial section, though the masks lie every way."""
