@@ -157,7 +157,7 @@ def _check_hounsfield(n: int, region: np.ndarray, fill_hu: float) -> list[str]:
     check_ct_range(low, high, what)
     if high - low < MIN_HU_SPREAD:
         raise UnusableInput(
-            f"{what} span {low:g}..{high:g}: less than {MIN_HU_SPREAD:g} HU, no contrast a CT of the chest shows "
+            f"{what} span {low:g}..{high:g}: less than {MIN_HU_SPREAD:g} HU, none of the contrast a chest CT shows "
             "(blank images, or a RescaleSlope far too small)"
         )
     if low > -500:

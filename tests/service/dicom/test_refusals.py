@@ -62,7 +62,7 @@ def test_images_that_are_not_grey_values_are_refused(phantom, tmp_path, value, s
         ({"RescaleSlope": "1e300"}, "overflow"),
         ({"RescaleSlope": "0"}, "RescaleSlope 0 is not positive"),
         ({"RescaleSlope": "-1"}, "RescaleSlope -1 is not positive"),
-        ({"RescaleSlope": "1e-30"}, "less than 100 HU, no contrast"),
+        ({"RescaleSlope": "1e-30"}, "less than 100 HU, none of the contrast"),
         ({"RescaleIntercept": "-1024\\5"}, "RescaleIntercept holds 2 values; it has one"),
     ],
 )
