@@ -20,6 +20,8 @@ from service.imaging.formats import CT_RANGE_HU, MIN_HU_SPREAD, check_ct_range
 from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resample_at, sheared_support, window
 from service.runtime.manifest import Preprocessing
 
+GAP_FACTOR = 2.5  # a step between slices this many times the series' median is a gap
+
 
 @dataclass
 class PreparedNodule:
@@ -129,6 +131,12 @@ def _nodule(
     if padded:
         warnings.append(
             f"the patch reaches outside the scanner's field of view (pixel padding), filled with {spec.fill_hu:g} HU"
+        )
+    gap = float(np.diff(geo.slice_mm[support[0][0] : support[0][1]]).max(initial=0.0))
+    if gap > GAP_FACTOR * geo.slice_step:
+        warnings.append(
+            f"slices {gap:g} mm apart lie within this nodule's patch (the series' step is {geo.slice_step:g} mm): "
+            "the patch is interpolated across the gap"
         )
     warnings.extend(hounsfield)
     return PreparedNodule(window(cube, spec), center.as_dict(), warnings)

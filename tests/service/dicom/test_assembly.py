@@ -256,3 +256,11 @@ def test_a_slice_thickness_that_is_none_is_left_out_with_a_warning(phantom, tmp_
     prepared = run(paths, world_centers(phantom))
     assert prepared.series["slice_thickness_mm"] is None
     assert any("SliceThickness of 40 image(s) is not a thickness" in w for w in prepared.nodules[0].warnings)
+
+
+def test_a_gap_between_slices_within_a_nodules_patch_is_warned_of(phantom, series_paths, base):
+    gap = [w for w in base.nodules[0].warnings if "interpolated across the gap" in w]
+    assert not gap  # an even series
+    middle = len(series_paths) // 2
+    prepared = run(series_paths[: middle - 2] + series_paths[middle + 2 :], world_centers(phantom))
+    assert any("6.25 mm apart lie within this nodule's patch" in w for w in prepared.nodules[0].warnings)
