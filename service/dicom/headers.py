@@ -186,7 +186,7 @@ def _common(n: int, ds: Any, sop_class: str, syntax: str) -> dict[str, Any]:
         "rows": _int(n, ds, "Rows"),
         "columns": _int(n, ds, "Columns"),
         "padding": _padding(n, ds),
-        "samples_per_pixel": _int(n, ds, "SamplesPerPixel") or 1,
+        "samples_per_pixel": _or_default(_int(n, ds, "SamplesPerPixel"), 1),
         "transfer_syntax": syntax,
         "bits_allocated": _int(n, ds, "BitsAllocated"),
         "bits_stored": _int(n, ds, "BitsStored"),
@@ -322,6 +322,11 @@ def _float(n: int, ds: Any, keyword: str) -> float | None:
     if not math.isfinite(out):
         raise UnusableInput(f"series file {n + 1}: {keyword} is not finite")
     return out
+
+
+def _or_default(value: int | None, default: int) -> int:
+    """The value when the element is present (0 included, for the series to refuse), else the default."""
+    return default if value is None else value
 
 
 def _thickness(n: int, ds: Any) -> float | None:

@@ -198,8 +198,17 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
             f"the series' images are not grey values (PhotometricInterpretation {shown}); CT images are "
             "MONOCHROME2 (or MONOCHROME1)"
         )
-    if any(s.samples_per_pixel != 1 for s in slices):
-        raise UnusableInput("the series holds colour images (SamplesPerPixel > 1), which CT images never are")
+    samples = {s.samples_per_pixel for s in slices} - {1}
+    if samples:
+        raise UnusableInput(
+            f"the series' images have SamplesPerPixel {min(samples)}; CT images have 1 (grey values, not colour)"
+        )
+    for s in slices:
+        if s.bits_stored is not None and not 1 <= s.bits_stored <= (s.bits_allocated or 16):
+            raise UnusableInput(
+                f"series file {s.file + 1}: BitsStored {s.bits_stored} is outside 1 to its BitsAllocated "
+                f"{s.bits_allocated or 16}"
+            )
     sizes = Counter((s.rows, s.columns) for s in slices)
     if len(sizes) > 1:
         shown = ", ".join(f"{r}x{c} in {n}" for (r, c), n in sizes.most_common(4))

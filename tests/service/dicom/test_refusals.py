@@ -43,6 +43,20 @@ def test_a_modality_outside_dicoms_defined_terms_is_never_echoed(phantom, tmp_pa
 
 
 @pytest.mark.parametrize(
+    ("keyword", "value", "fragment"),
+    [
+        ("SamplesPerPixel", 0, "SamplesPerPixel 0; CT images have 1"),
+        ("SamplesPerPixel", 3, "SamplesPerPixel 3; CT images have 1"),
+        ("BitsStored", 0, "BitsStored 0 is outside 1 to its BitsAllocated 16"),
+        ("BitsStored", 17, "BitsStored 17 is outside 1 to its BitsAllocated 16"),
+    ],
+)
+def test_pixel_descriptions_no_ct_has_are_refused_not_defaulted(phantom, tmp_path, keyword, value, fragment):
+    paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, keyword, value))
+    refused(UnusableInput, fragment, paths, world_centers(phantom))
+
+
+@pytest.mark.parametrize(
     ("value", "shown"), [("PALETTE COLOR", "PALETTE COLOR"), ("ZZSECRETPHOTO", "not a term DICOM defines")]
 )
 def test_images_that_are_not_grey_values_are_refused(phantom, tmp_path, value, shown):
