@@ -237,6 +237,10 @@ def _slices(n: int, ds: Dataset, sop_class: str, budget: int | None = None) -> l
         return [_single(n, ds, common)]
     if frames < 1:
         raise UnusableInput(f"series file {n + 1} has NumberOfFrames {frames}")
+    if sop_class == CT_IMAGE and frames > 1:  # the classic CT Image has no multi-frame module
+        raise UnusableInput(
+            f"series file {n + 1} is a CT Image, one frame per file, but declares NumberOfFrames {frames}"
+        )
     if per_frame is not None and len(per_frame) != frames:
         raise UnusableInput(
             f"series file {n + 1} has {frames} frames but {len(per_frame)} per-frame functional group items"

@@ -42,6 +42,17 @@ def test_a_modality_outside_dicoms_defined_terms_is_never_echoed(phantom, tmp_pa
     assert "ZZSECRETMOD" not in error.detail and "CT Image Storage (40)" in error.detail
 
 
+def test_a_single_frame_ct_image_declaring_several_frames_is_named(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+    rewrite(paths[3:4], lambda ds, _: setattr(ds, "NumberOfFrames", 2))
+    refused(
+        UnusableInput,
+        "series file 4 is a CT Image, one frame per file, but declares NumberOfFrames 2",
+        paths,
+        world_centers(phantom),
+    )
+
+
 @pytest.mark.parametrize(
     ("keyword", "value", "fragment"),
     [
