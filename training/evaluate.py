@@ -34,7 +34,7 @@ from service.clinical.lung_rads import categorize, round_mean_diameter
 from service.clinical.sections import ELONGATED, in_largest_section, sections
 from training.calibration import calibration_report
 from training.data.datasets import LidcSource, phantom_set
-from training.data.lidc import LidcVoi, axial_over_equivalent, equivalent_diameter, load_voi, split_by_patient
+from training.data.lidc import LidcVoi, axial_and_equivalent_diameters, load_voi, split_by_patient
 from training.data.phantoms import PhantomPatch, largest_section_mean_diameter, render_patch
 from training.defaults import PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.export import load_checkpoint
@@ -154,10 +154,10 @@ def lidc_orientation(diameter: np.ndarray, voi: LidcVoi) -> dict[str, Any]:
     log(diameter / the mask's volume-equivalent diameter) against log(the mask's axial section / that diameter).
     1 is an axial size that sees orientation; 0 one that reads every nodule as a sphere of its volume. The readers'
     diameter label, next to it, shows what training on it teaches. Empty masks are counted and left out."""
-    ratio = axial_over_equivalent(voi.masks, voi.spacing_mm)
-    measured = np.isfinite(ratio)
-    ratio, diameter, label = ratio[measured], diameter[measured], voi.diameter_mm[measured]
-    equivalent = equivalent_diameter(voi.masks[measured].sum(axis=(1, 2, 3)) * voi.spacing_mm**3)
+    axial, equivalent = axial_and_equivalent_diameters(voi.masks, voi.spacing_mm)
+    measured = np.isfinite(axial)
+    axial, equivalent, diameter, label = (a[measured] for a in (axial, equivalent, diameter, voi.diameter_mm))
+    ratio = axial / equivalent
 
     def slope(size: np.ndarray) -> float:
         return _r(np.polyfit(np.log(ratio), np.log(size / equivalent), 1)[0], 3)
@@ -180,7 +180,7 @@ def lidc_orientation(diameter: np.ndarray, voi: LidcVoi) -> dict[str, Any]:
                 "nodules": int(m.sum()),
                 "axial_section_over_equivalent": mean(ratio[m]),
                 "head_over_label": mean(diameter[m] / label[m]),
-                "head_over_mask_axial_section": mean(diameter[m] / (ratio[m] * equivalent[m])),
+                "head_over_mask_axial_section": mean(diameter[m] / axial[m]),
             }
             for name, m in groups.items()
         },

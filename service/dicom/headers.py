@@ -200,19 +200,15 @@ def _subject(ds: Any) -> str:
     """A keyed digest of the image's PatientID and StudyInstanceUID bytes as stored (either reader's, trailing
     padding stripped; never decoded, so any character set reads alike): images of one series must share it. The
     key is this process's own, so a digest cannot be matched against guessed IDs."""
-    parts = []
-    for keyword in ("PatientID", "StudyInstanceUID"):
-        value = _stored_bytes(ds, keyword)
-        parts.append(value.rstrip(b" \0"))
+    parts = [_stored_bytes(ds, keyword).rstrip(b" \0") for keyword in ("PatientID", "StudyInstanceUID")]
     return hmac.new(SUBJECT_KEY, b"\0".join(parts), hashlib.sha256).hexdigest()[:32]
 
 
 def _stored_bytes(ds: Any, keyword: str) -> bytes:
     """An element's value bytes as the file stores them: the fast reader keeps them so; from pydicom, the raw
     element read before any conversion ("" when absent)."""
-    if isinstance(ds, dict):
-        value = ds.get(keyword, b"")
-        return value if isinstance(value, bytes) else str(value).encode("ascii", "replace")
+    if isinstance(ds, dict):  # the fast reader's values: these two are kept as bytes
+        return ds.get(keyword, b"")
     try:
         element = ds.get_item(keyword)
     except KeyError:

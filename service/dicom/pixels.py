@@ -19,6 +19,7 @@ from pydicom.uid import UID
 from service.dicom.codestreams import fragment_sizes
 from service.dicom.elements import BIG_ENDIAN, EXPLICIT_LE, IMPLICIT_LE
 from service.dicom.headers import SliceHeader
+from service.dicom.sources import MAX_DECODED_BYTES
 from service.errors import PayloadTooLarge, UnusableInput
 
 NATIVE_LITTLE_ENDIAN = (EXPLICIT_LE, IMPLICIT_LE)
@@ -33,7 +34,7 @@ class SliceReader:
         slices: list[SliceHeader],
         fill_hu: float,
         before_decode: Callable[[], None] | None = None,
-        max_decoded_bytes: int = 1 << 30,
+        max_decoded_bytes: int = MAX_DECODED_BYTES,
     ) -> None:
         self._files = files
         self._max_decoded_bytes = max_decoded_bytes

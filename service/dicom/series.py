@@ -71,7 +71,7 @@ class Series:
         """Geometry only, for the response: nothing that identifies a patient, a study or a series."""
         g = self.geometry
         steps = g.steps
-        thickness = thicknesses(self.slices)
+        thickness = _thicknesses(self.slices)
         return {
             "index": self.index,
             "series_in_upload": self.count,
@@ -290,7 +290,7 @@ def _check_extent(geo: SeriesGeometry, min_extent_mm: float) -> None:
             )
 
 
-def thicknesses(slices: list[SliceHeader]) -> list[float]:
+def _thicknesses(slices: list[SliceHeader]) -> list[float]:
     """The SliceThickness values that can be one (above 0, at most MAX_THICKNESS_MM); absent ones and others are not
     counted."""
     return [s.thickness for s in slices if s.thickness is not None and 0 < s.thickness <= MAX_THICKNESS_MM]
@@ -301,7 +301,7 @@ def _quality(slices: list[SliceHeader], geo: SeriesGeometry) -> list[str]:
     step, steps = geo.slice_step, geo.steps
     if step > THICK_MM:
         warnings.append(f"slice spacing {step:g} mm is over {THICK_MM:g} mm: small nodules are measured less well")
-    thickness = thicknesses(slices)
+    thickness = _thicknesses(slices)
     ignored = sum(s.thickness is not None for s in slices) - len(thickness)
     if ignored:
         warnings.append(

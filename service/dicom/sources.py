@@ -24,6 +24,9 @@ _CENTRAL = b"PK\x01\x02"
 _EOCD64 = b"PK\x06\x06"
 
 
+MAX_DECODED_BYTES = 1 << 30  # pixels pydicom decodes for one nodule, held at once
+
+
 @dataclass(frozen=True)
 class SeriesLimits:
     """What one upload may hold: files (or frames), bytes of DICOM data (a zip's uncompressed content included),
@@ -35,7 +38,7 @@ class SeriesLimits:
     max_zip_entries: int
     max_nodules: int
     max_region_voxels: int = 64 << 20
-    max_decoded_bytes: int = 1 << 30
+    max_decoded_bytes: int = MAX_DECODED_BYTES
 
 
 @dataclass

@@ -111,12 +111,11 @@ def split_by_patient(patient_id: np.ndarray, val_fraction: float, seed: int) -> 
     return ~val, val
 
 
-def axial_over_equivalent(masks: np.ndarray, spacing_mm: float) -> np.ndarray:
+def axial_and_equivalent_diameters(masks: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Per mask (N, z, y, x): the mean diameter of its central axial section, read from its moments as the service
-    reads a map (service.clinical.sections), over its volume-equivalent diameter, both of the mask's largest
-    connected part. Above 1 for a nodule lying within the axial plane, below 1 for one pointing along z; what an
-    axial size that sees orientation must follow. NaN for an empty mask."""
-    ratios = np.full(len(masks), np.nan)
+    reads a map (service.clinical.sections), and its volume-equivalent diameter, both of the mask's largest
+    connected part; NaN for an empty mask."""
+    axial, equivalent = np.full(len(masks), np.nan), np.full(len(masks), np.nan)
     for i, mask in enumerate(masks):
         labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
         if count == 0:
@@ -124,13 +123,16 @@ def axial_over_equivalent(masks: np.ndarray, spacing_mm: float) -> np.ndarray:
         part = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
         shape = sections(part.astype(np.float64), spacing_mm)
         if shape is not None:
-            ratios[i] = shape.mean_diameters_mm["axial"] / equivalent_diameter(float(part.sum()) * spacing_mm**3)
-    return ratios
+            axial[i] = shape.mean_diameters_mm["axial"]
+            equivalent[i] = (float(part.sum()) * spacing_mm**3 * 6.0 / np.pi) ** (1.0 / 3.0)
+    return axial, equivalent
 
 
-def equivalent_diameter(volume_mm3: float | np.ndarray) -> float | np.ndarray:
-    """The diameter of the sphere of that volume."""
-    return (np.asarray(volume_mm3) * 6.0 / np.pi) ** (1.0 / 3.0)
+def axial_over_equivalent(masks: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Their ratio: above 1 for a nodule lying within the axial plane, below 1 for one pointing along z; what an
+    axial size that sees orientation must follow."""
+    axial, equivalent = axial_and_equivalent_diameters(masks, spacing_mm)
+    return axial / equivalent
 
 
 def type_from_texture(texture: np.ndarray) -> np.ndarray:
