@@ -102,11 +102,16 @@ def _part_headers(raw: bytes | bytearray) -> tuple[str, str | None, str | None]:
     name: str | None = None
     filename: str | None = None
     part_type: str | None = None
+    seen: set[str] = set()
     for line in raw.decode("utf-8", errors="replace").split("\r\n"):
         key, sep, value = line.partition(":")
         if not sep:
             raise MalformedInput("a multipart part header is not 'Name: value'")
         key = key.strip().lower()
+        if key in ("content-type", "content-disposition"):
+            if key in seen:  # which one counts would be a guess
+                raise MalformedInput(f"a multipart part has two {key.title()} headers")
+            seen.add(key)
         if key == "content-type":
             part_type = value.strip()
         elif key == "content-disposition":
@@ -128,7 +133,9 @@ def _disposition(value: str) -> tuple[str, dict[str, str]]:
         key, eq, rest = rest.partition("=")
         if not eq:
             break
-        rest = rest.lstrip()
+        rest, key = rest.lstrip(), key.strip().lower()
+        if key in params:
+            raise MalformedInput(f"a part's Content-Disposition gives {key[:20]!r} twice")
         if rest.startswith('"'):
             end, chars = 1, []
             while end < len(rest) and rest[end] != '"':
@@ -136,9 +143,9 @@ def _disposition(value: str) -> tuple[str, dict[str, str]]:
                     end += 1
                 chars.append(rest[end])
                 end += 1
-            params[key.strip().lower()] = "".join(chars)
+            params[key] = "".join(chars)
             rest = rest[end + 1 :]
         else:
             token, _, rest = rest.partition(";")
-            params[key.strip().lower()] = token.strip()
+            params[key] = token.strip()
     return kind.strip().lower(), params

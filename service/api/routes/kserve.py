@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from service.api.deps import get_state
 from service.api.disconnect import in_thread_to_the_end, while_connected
+from service.api.headers import one_header
 from service.api.routes.health import DRAINING
 from service.api.v2_errors import ModelNotFound
 from service.api.v2_tensors import (
@@ -169,7 +170,7 @@ async def _answer(
     settings = state.settings
     arrived = time.perf_counter()  # the deadline counts from here: a slow upload link is not the service's time
     deadline = state.drain.answer_deadline(arrived + settings.request_timeout_s)
-    encoding, header_length = request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH)
+    encoding, header_length = one_header(request, "content-encoding"), one_header(request, HEADER_LENGTH)
     args = (body, encoding, header_length, manifest, settings.max_batch_size, limit)
     t_pre = time.perf_counter()
     if _inline(body, encoding, header_length, settings):

@@ -15,6 +15,7 @@ from service.api.answers import answer, nodule_result
 from service.api.clinical import add_clinical, check_query, plan, run_nodules
 from service.api.deps import get_state
 from service.api.disconnect import in_thread_to_the_end, while_connected
+from service.api.headers import one_header
 from service.api.multipart import Part, parse_form
 from service.api.routes.series import SERIES_FIELDS, SeriesInput, predict_series, series_from_form
 from service.api.schemas import (
@@ -131,13 +132,14 @@ def _prepare(item: PatchInput, manifest: Manifest, max_voxels: int) -> tuple[np.
 
 async def _read_patch(request: Request, state: ServiceState) -> PatchInput | SeriesInput:
     """The body's parts by content type; array work is left to _prepare (a series: to routes/series.py)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = one_header(request, "content-type") or ""
+    ctype = content_type.split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         max_files = state.settings.dicom_max_files
         max_parts = max(MAX_FORM_PARTS, max_files + len(SERIES_FIELDS))
         body, scan = await _receive(request), ElementScan()
         try:
-            parts = parse_form(body, request.headers["content-type"], max_parts=max_parts, length_hint=scan.length)
+            parts = parse_form(body, content_type, max_parts=max_parts, length_hint=scan.length)
         except PayloadTooLarge:
             raise PayloadTooLarge(
                 f"the form has more than {max_parts} parts; a series upload takes at most {max_files} files"
@@ -216,7 +218,7 @@ def _center(zyx: tuple) -> dict[str, float]:
 def _check_identity_encoding(request: Request) -> None:
     """/predict reads bodies as sent: a compressed one (Content-Encoding) is a 415 that says so, not a garbled
     multipart or JSON error, and a plain one labelled compressed is not read as if the label were absent."""
-    coding = request.headers.get("content-encoding", "").strip().lower()
+    coding = (one_header(request, "content-encoding") or "").strip().lower()
     if coding not in ("", "identity"):
         raise UnsupportedMediaType(
             f"Content-Encoding {coding[:20]!r} is not accepted on /predict: send the body uncompressed (the /v2 "

@@ -255,6 +255,8 @@ def test_compressed_bodies_and_the_requests_own_timeout(client):
     r = client.post(INFER, content=gzip.compress(text), headers={"content-encoding": "gzip"})
     assert r.status_code == 200, r.text
     assert_v2_error(client.post(INFER, content=text, headers={"content-encoding": "br"}), 400, "not supported")
+    twice = [("content-encoding", "gzip"), ("content-encoding", "identity")]
+    assert_v2_error(client.post(INFER, content=gzip.compress(text), headers=twice), 400, "2 content-encoding headers")
     members = gzip.compress(text[:100]) + gzip.compress(text[100:])  # RFC 1952: members one after another
     assert client.post(INFER, content=members, headers={"content-encoding": "gzip"}).status_code == 200
     junk = gzip.compress(text) + b"junk"

@@ -6,6 +6,7 @@ from service.api.multipart import parse_form
 from service.errors import MalformedInput, PayloadTooLarge, UnusableInput
 
 FORM_Q = "multipart/form-data; boundary=q"
+NAMED_A = b'--q\r\nContent-Disposition: form-data; name="a"\r\n'
 
 
 def encoded(files=None, data=None) -> tuple[bytes, str]:
@@ -48,6 +49,9 @@ def test_quoted_filename_with_semicolon():
         (b"--qjunk", FORM_Q, "malformed after a boundary"),
         (b"--q\r\nbroken header line\r\n\r\nv\r\n--q--", FORM_Q, "'Name: value'"),
         (b"--b", "multipart/form-data; boundary=" + "b" * 71, "1 to 70"),
+        (b'--q\r\nContent-Disposition: form-data; name="a"; name="b"\r\n\r\nv\r\n--q--', FORM_Q, "'name' twice"),
+        (NAMED_A + b'content-disposition: form-data; name="b"\r\n\r\nv\r\n--q--', FORM_Q, "two Content-Disposition"),
+        (NAMED_A + b"Content-Type: a/b\r\nContent-Type: c/d\r\n\r\nv\r\n--q--", FORM_Q, "two Content-Type headers"),
     ],
 )
 def test_malformed_bodies_are_refused_precisely(body, ctype, fragment):

@@ -137,6 +137,18 @@ def test_a_compressed_body_is_a_415_that_says_so(client, hu_patch):
         assert client.post("/predict", content=body, headers=headers).status_code == 200
 
 
+def test_a_header_sent_twice_is_a_400_not_a_guess(client, hu_patch):
+    body = json.dumps({"patch": hu_patch.tolist(), "spacing": [1, 1, 1]}).encode()
+    json_type = ("content-type", "application/json")
+    for headers, name in (
+        ([json_type, ("content-type", "text/plain")], "content-type"),
+        ([json_type, json_type], "content-type"),
+        ([json_type, ("content-encoding", "identity"), ("content-encoding", "gzip")], "content-encoding"),
+    ):
+        assert_problem(client.post("/predict", content=body, headers=headers), 400, f"2 {name} headers; send one")
+    assert client.post("/predict", content=body, headers=[json_type]).status_code == 200
+
+
 def test_empty_and_malformed_json_are_400(client):
     r = client.post("/predict", content=b"", headers={"content-type": "application/json"})
     assert_problem(r, 400, "empty")
