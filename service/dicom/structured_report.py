@@ -2,10 +2,10 @@
 one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the series' frame of reference), mean
 diameter (axial), mean diameter of the solid component, volume, the mean diameter in the largest section that the
 Lung-RADS category rests on, calibrated probability of cancer (and Brock's, when
-computed), type and Lung-RADS category; the model is the observer device. Patient and study modules are copied
-from the upload, as DICOM requires; nothing of them is logged. The source's equipment (institution, station, serial
-number) is not carried over. Research use: the document is marked preliminary,
-unverified.
+computed), type and Lung-RADS category; the model is the observer device. Of the upload's patient and study
+modules, what DICOM requires is copied (names, IDs, birth date, sex, study date and numbers); nothing of them is
+logged. Nothing else of the source's header is carried over (see REFERENCES). Research use: the document is marked
+preliminary, unverified.
 """
 
 from __future__ import annotations
@@ -45,43 +45,50 @@ SOLID_DIAMETER = hd.sr.CodedConcept("solid_diameter", SCHEME, "Diameter of the s
 LUNG_RADS_SIZE = hd.sr.CodedConcept("lung_rads_size", SCHEME, "Diameter in the largest section (Lung-RADS)")
 
 
-# The source's General Equipment module and acquisition time. highdicom would copy them from the first slice into an
-# "Acquisition Equipment" item of the report (institution, its address and department, station, serial number):
-# DICOM does not ask an SR for them, and they tell where and when the patient was scanned.
-SOURCE_EQUIPMENT = (
-    "Manufacturer",
-    "ManufacturerModelName",
-    "ManufacturerDeviceClassUID",
-    "SoftwareVersions",
-    "DeviceSerialNumber",
-    "DeviceUID",
-    "UDISequence",
-    "GantryID",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "InstitutionalDepartmentTypeCodeSequence",
-    "StationName",
-    "SpatialResolution",
-    "DateOfLastCalibration",
-    "TimeOfLastCalibration",
-    "AcquisitionDateTime",
-    "AcquisitionDate",
-    "AcquisitionTime",
+# What the report carries of the source's header: the references it needs, and of the Patient and General Study
+# modules what DICOM requires (type 1, 1C and 2) plus the issuer that qualifies the patient ID. The rest stays
+# out: other names and IDs, ages, comments, the scanner and institution (where and when the patient was scanned).
+REFERENCES = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+)
+WHEN_PRESENT = (
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "PatientIdentityRemoved",  # 1C: a de-identified source says so, and how
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+)
+TYPE_2 = (  # present, possibly empty
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
 )
 
 
 def _base_header(source: SeriesSource) -> Dataset:
-    """The first slice's file without pixel data or the source's equipment: patient, study and frame of reference
-    for the whole report."""
+    """From the first slice's header, what the report carries for the whole series (see REFERENCES)."""
     first = source.slices[0]
     data = source.files[first.file]
     buffer = io.BytesIO(data if isinstance(data, bytes) else bytes(data))
     header = pydicom.dcmread(buffer, stop_before_pixels=True, force=True)
-    for keyword in SOURCE_EQUIPMENT:
+    base = Dataset()
+    for keyword in (*REFERENCES, *WHEN_PRESENT, *TYPE_2):
         if keyword in header:
-            delattr(header, keyword)
-    return header
+            base[keyword] = header[keyword]
+        elif keyword in TYPE_2:
+            setattr(base, keyword, "")
+    return base
 
 
 TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})  # decoded by the SpecificCharacterSet
@@ -90,7 +97,7 @@ TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})  # decoded by t
 def _check_decodable(header: Dataset) -> None:
     """Refuse a header whose text does not decode in its declared character set: pydicom would put replacement
     characters in its place, and the SR would carry a patient's name altered. The keyword is named, the value not."""
-    for element in header.iterall():  # nested too: OtherPatientIDsSequence carries names and IDs
+    for element in header.iterall():  # nested too: the issuer's qualifiers
         if element.VR in TEXT_VRS and "\ufffd" in str(element.value):
             raise UnusableInput(
                 f"the series' {element.keyword or 'text element'} does not decode in its declared character set "
@@ -213,18 +220,6 @@ def _build(source: SeriesSource, nodules: list[dict[str, Any]], manifest: Manife
     frame_of_reference = base.get("FrameOfReferenceUID")
     if not frame_of_reference:
         raise UnusableInput("the series has no FrameOfReferenceUID: a DICOM SR cannot place the nodules in it")
-    for keyword in (
-        "PatientID",
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDate",
-        "StudyTime",
-    ):  # type 2: present, possibly empty
-        if keyword not in base:
-            setattr(base, keyword, "")
     algorithm = hd.sr.AlgorithmIdentification(name=manifest.name, version=manifest.version)
     series_uid = source.slices[0].series_uid
     report = hd.sr.MeasurementReport(

@@ -188,8 +188,8 @@ def test_nothing_of_the_patient_is_logged_while_the_sr_is_built(client, upload, 
         assert secret not in logged, secret
 
 
-def test_the_sr_carries_nothing_of_the_scanner_that_tells_where_and_when_the_patient_was_scanned(client, tmp_path):
-    equipment = {
+def test_the_sr_carries_what_dicom_requires_of_the_patient_and_nothing_of_the_scanner(client, tmp_path):
+    left_out = {  # the scanner and institution (where and when), and what the patient and study modules allow
         "Manufacturer": "QXMAKER",
         "ManufacturerModelName": "QXMODEL",
         "SoftwareVersions": "QXSOFT",
@@ -199,11 +199,22 @@ def test_the_sr_carries_nothing_of_the_scanner_that_tells_where_and_when_the_pat
         "InstitutionalDepartmentName": "QX Radiology",
         "StationName": "QXSTATION",
         "AcquisitionDate": "19990909",
+        "PatientComments": "QXCOMMENT",
+        "EthnicGroup": "QXETHNIC",
+        "PatientAge": "077Y",
+        "PatientWeight": "77.7",
+        "AdditionalPatientHistory": "QXHISTORY",
+        "StudyDescription": "QXSTUDYDESC",
+        "ClinicalTrialSubjectID": "QXTRIALSUBJECT",
     }
+    kept = {"IssuerOfPatientID": "QXISSUER", "PatientIdentityRemoved": "NO"}
 
     def mark(ds: pydicom.Dataset, _: int) -> None:
-        for keyword, value in equipment.items():
+        for keyword, value in {**left_out, **kept}.items():
             setattr(ds, keyword, value)
+        other = pydicom.Dataset()
+        other.PatientID, other.IssuerOfPatientID = "QXOTHERID", "QXOTHERISSUER"
+        ds.OtherPatientIDsSequence = [other]
 
     phantom = small_chest(7, n_nodules=1)
     paths = rewrite(write(phantom, tmp_path, **PATIENT), mark)
@@ -216,9 +227,12 @@ def test_the_sr_carries_nothing_of_the_scanner_that_tells_where_and_when_the_pat
     assert r.status_code == 200, r.text
     ds = pydicom.dcmread(io.BytesIO(r.content))
     text = "\n".join(str(element.value) for element in ds.iterall())
-    for value in equipment.values():
+    for value in [*left_out.values(), "QXOTHERID", "QXOTHERISSUER"]:
         assert value not in text, value
+    assert "OtherPatientIDsSequence" not in ds
     assert ds.PatientName == PATIENT["patient_name"] and ds.PatientID == PATIENT["patient_id"]
+    assert ds.PatientBirthDate == PATIENT["birth_date"]
+    assert all(ds.get(keyword) == value for keyword, value in kept.items())
     assert ds.Manufacturer == "Res-MTNet Serve"  # the report's own equipment
 
 
