@@ -37,7 +37,7 @@ class SeriesLimits:
     max_bytes: int
     max_zip_entries: int
     max_nodules: int
-    max_region_voxels: int = 64 << 20
+    max_region_voxels: int
     max_decoded_bytes: int = MAX_DECODED_BYTES
 
 

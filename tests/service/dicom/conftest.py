@@ -12,7 +12,7 @@ from service.runtime.manifest import Manifest
 from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION
 from tests.service.dicom.builders import small_chest, world_centers, write
 
-LIMITS = SeriesLimits(max_files=512, max_bytes=64 << 20, max_zip_entries=600, max_nodules=8)
+LIMITS = SeriesLimits(max_files=512, max_bytes=64 << 20, max_zip_entries=600, max_nodules=8, max_region_voxels=64 << 20)
 SPEC = Manifest.read(DEFAULT_STORE / "res_mtnet" / DEFAULT_VERSION).preprocessing
 
 

@@ -224,9 +224,11 @@ def test_garbage_files_are_malformed(series_paths, phantom):
 
 
 def test_limits_on_files_and_bytes(series_paths, phantom):
-    small = SeriesLimits(max_files=10, max_bytes=1 << 30, max_zip_entries=10, max_nodules=4)
+    small = SeriesLimits(max_files=10, max_bytes=1 << 30, max_zip_entries=10, max_nodules=4, max_region_voxels=64 << 20)
     refused(PayloadTooLarge, "at most 10", series_paths, world_centers(phantom), limits=small)
-    tight = SeriesLimits(max_files=100, max_bytes=100_000, max_zip_entries=100, max_nodules=4)
+    tight = SeriesLimits(
+        max_files=100, max_bytes=100_000, max_zip_entries=100, max_nodules=4, max_region_voxels=64 << 20
+    )
     refused(PayloadTooLarge, "at most 100000 are accepted", series_paths, world_centers(phantom), limits=tight)
     refused(PayloadTooLarge, "more than 10 entries", [zip_bytes(series_paths)], world_centers(phantom), limits=small)
 
@@ -281,7 +283,9 @@ def test_a_zip_stops_at_the_byte_limit_while_inflating(phantom):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("a.dcm", noise)
-    small = SeriesLimits(max_files=512, max_bytes=4 << 20, max_zip_entries=600, max_nodules=8)
+    small = SeriesLimits(
+        max_files=512, max_bytes=4 << 20, max_zip_entries=600, max_nodules=8, max_region_voxels=64 << 20
+    )
     refused(PayloadTooLarge, "uncompressed", [buf.getvalue()], world_centers(phantom), limits=small)
 
 
