@@ -118,9 +118,14 @@ class ClinicalInputs(BaseModel):
 
 class NoduleResult(BaseModel):
     center: SeriesCenter | Center = Field(union_mode="left_to_right")
-    malignancy: dict[str, float] = Field(description="probability per label (benign, malignant)")
+    malignancy: dict[str, float] = Field(
+        description="calibrated probability per label (benign, malignant); malignant is the LIDC-IDRI readers' label "
+        "(at least two radiologists rated malignancy above 3 of 5): their suspicion, not a biopsy result"
+    )
     nodule_type: dict[str, float] = Field(description="probability per label (solid, part_solid, ground_glass)")
-    measurements: dict[str, float] = Field(description="diameter_mm, volume_mm3, solid_diameter_mm")
+    measurements: dict[str, float] = Field(
+        description="diameter_mm (axial section), volume_mm3, solid_diameter_mm (at most diameter_mm)"
+    )
     attributes: dict[str, float] = Field(description="LIDC radiologist-style scores, 1..5")
     warnings: list[str]
     malignancy_raw: dict[str, float] | None = Field(None, description="the model's probabilities before calibration")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
+from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated, shown_score
 from service.clinical.sections import (
     ELONGATED,
     MAX_FACTOR,
@@ -229,7 +229,7 @@ class Assessment:
                 "solid_plane": self.solid_plane,
                 "axial_diameter_mm": self.axial_diameter_mm,
                 "elongation": self.elongation,
-                "spiculation_score": round(self.spiculation_score, 3),
+                "spiculation_score": shown_score(self.spiculation_score),
             },
             "suggest_4x_review": self.suggest_4x_review,
             "spiculation_threshold": SPICULATION_THRESHOLD,
@@ -286,8 +286,8 @@ def assess(
     suggest_4x = spiculated and code in ("3", "4A", "4B")
     if suggest_4x:
         notes.append(
-            f"spiculation score {spiculation_score:.2f} >= {SPICULATION_THRESHOLD:g}: a reader may upgrade this "
-            "category 3 or 4 nodule to 4X (additional features that increase the suspicion of lung cancer)"
+            f"spiculation score {shown_score(spiculation_score):g} >= {SPICULATION_THRESHOLD:g}: a reader may upgrade "
+            "this category 3 or 4 nodule to 4X (additional features that increase the suspicion of lung cancer)"
         )
     return Assessment(
         category=CATEGORIES[code],

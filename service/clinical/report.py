@@ -108,6 +108,16 @@ def clinical_gaps(manifest: Manifest) -> list[str]:
     return ["Lung-RADS sizes stay in the axial section: the model has no occupancy output"]
 
 
+def _measurements(manifest: Manifest, index: OutputIndex, outputs: Sequence[np.ndarray]) -> dict[str, float]:
+    """The measurements head's values with the solid component within [0, the nodule's diameter]: a solid nodule's
+    solid component is the nodule itself, and the head's two estimates may cross by a fraction of a millimetre."""
+    row = outputs[index.measurements]
+    shown = {k: _r(v) for k, v in zip(manifest.outputs[index.measurements].labels or [], row, strict=True)}
+    diameter = shown["diameter_mm"]
+    shown["solid_diameter_mm"] = min(max(shown["solid_diameter_mm"], 0.0), max(diameter, 0.0))
+    return shown
+
+
 def clinical_fields(
     manifest: Manifest,
     index: OutputIndex,
@@ -124,6 +134,7 @@ def clinical_fields(
     spiculation = float(outputs[index.attributes][index.spiculation])
     lung_rads = assess(types, diameter, solid, spiculation, *index.shapes(outputs, weighs_solid_component(types)))
     fields: dict[str, Any] = {
+        "measurements": _measurements(manifest, index, outputs),
         "malignancy": {k: _r(v) for k, v in zip(index.malignancy_labels, calibrated, strict=True)},
         "malignancy_raw": {k: _r(v) for k, v in zip(index.malignancy_labels, raw, strict=True)},
         "malignancy_calibration": (

@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
-from service.clinical.report import clinical_gaps
+from service.clinical.brock import PatientFactors, brock_probability
+from service.clinical.report import OutputIndex, clinical_fields, clinical_gaps
 from service.runtime.manifest import Manifest
 from tests.conftest import DEFAULT_VERSION, REPO
 
@@ -57,3 +59,37 @@ def test_an_occupancy_map_that_is_not_a_cube_is_named(manifest):
     ]
     (gap,) = clinical_gaps(with_outputs(manifest, outputs))
     assert "occupancy output is not of shape (N, 2, d, d, d)" in gap
+
+
+def outputs_row(spiculation: float, diameter: float = 9.0, solid: float = 9.0) -> list[np.ndarray]:
+    """One row of the default model's outputs: a solid nodule with the given sizes and spiculation score."""
+    return [
+        np.array([0.8, 0.2], np.float32),
+        np.array([0.9, 0.05, 0.05], np.float32),
+        np.array([diameter, 380.0, solid], np.float32),
+        np.array([4, 1, 4, 4, spiculation, 5], np.float32),
+        np.zeros((2, 16, 16, 16), np.float32),
+    ]
+
+
+PATIENT = PatientFactors(age=64, female=True, family_history=False, emphysema=True, nodule_count=1, upper_lobe=True)
+
+
+@pytest.mark.parametrize("score", [2.4999998, 2.4996, 2.5, 2.4994, 2.6])
+def test_spiculated_follows_the_score_the_answer_shows(manifest, score):
+    """A reader comparing the shown score with the threshold gets the flag, the 4X suggestion and Brock given."""
+    index = OutputIndex.of(manifest)
+    fields = clinical_fields(manifest, index, outputs_row(np.float32(score)), PATIENT, None)
+    shown = fields["lung_rads"]["basis"]["spiculation_score"]
+    spiculated = shown >= fields["lung_rads"]["spiculation_threshold"]
+    assert fields["brock_inputs"]["spiculated"] is spiculated
+    assert fields["lung_rads"]["suggest_4x_review"] is spiculated  # 9 mm solid: category 4A
+    size, kind = fields["brock_inputs"]["size_mm"], fields["brock_inputs"]["nodule_type"]
+    assert fields["brock_probability"] == round(brock_probability(PATIENT, size, kind, spiculated), 6)
+
+
+@pytest.mark.parametrize(("diameter", "solid", "shown"), [(9.74, 9.84, 9.74), (9.0, 5.5, 5.5), (6.0, -0.2, 0.0)])
+def test_the_solid_component_is_never_larger_than_the_nodule_nor_negative(manifest, diameter, solid, shown):
+    fields = clinical_fields(manifest, OutputIndex.of(manifest), outputs_row(1.0, diameter, solid), None, None)
+    assert fields["measurements"]["solid_diameter_mm"] == pytest.approx(shown, abs=1e-5)
+    assert fields["measurements"]["diameter_mm"] == pytest.approx(diameter, abs=1e-5)
