@@ -1,8 +1,9 @@
 """The answer to a CT upload as a DICOM Comprehensive 3D SR (TID 1500 Measurement Report), built with highdicom:
 one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the series' frame of reference), mean
-diameter (axial), mean diameter of the solid component, volume, the mean diameter in the largest section that the
-Lung-RADS category rests on, calibrated probability of cancer (and Brock's, when
-computed), type and Lung-RADS category; the model is the observer device. Of the upload's patient and study
+diameter (axial), a part-solid nodule's solid component, volume, the mean diameter in the largest section that the
+Lung-RADS category rests on, the calibrated probability that readers rate it malignant (and Brock's probability of
+cancer, when computed), type and Lung-RADS category, and the answer's caveats as text; the model is the observer
+device. Of the upload's patient and study
 modules, what DICOM requires is copied (names, IDs, birth date, sex, study date and numbers); nothing of them is
 logged. Nothing else of the source's header is carried over (see REFERENCES). Research use: the document is marked
 preliminary, unverified.
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from service.api.schemas import NOTICE
 from service.dicom.headers import SliceHeader
 from service.dicom.pipeline import SeriesSource
 from service.errors import UnusableInput
@@ -41,6 +43,10 @@ SUGGEST_4X = hd.sr.CodedConcept("suggest_4x", SCHEME, "Lung-RADS 4X review sugge
 YES, NO = codes.SCT.Yes, codes.SCT.No
 BROCK = hd.sr.CodedConcept("brock_pancan_2b", SCHEME, "Brock (PanCan) full model with spiculation")
 CALIBRATED = hd.sr.CodedConcept("calibrated", SCHEME, "Res-MTNet, calibrated")
+# The model's malignancy is LIDC's label (at least two readers rated it above 3 of 5), not DICOM's "Probability of
+# cancer", which Brock's is.
+READERS_MALIGNANT = hd.sr.CodedConcept("lidc_malignant", SCHEME, "Probability readers rate it malignant (LIDC)")
+NOTE = hd.sr.CodedConcept("reader_note", SCHEME, "Note for the reader")
 SOLID_DIAMETER = hd.sr.CodedConcept("solid_diameter", SCHEME, "Diameter of the solid component")
 LUNG_RADS_SIZE = hd.sr.CodedConcept("lung_rads_size", SCHEME, "Diameter in the largest section (Lung-RADS)")
 
@@ -143,24 +149,28 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
             derivation=codes.SCT.Mean,
             algorithm_id=algorithm,
         ),
-        hd.sr.Measurement(  # what a part-solid nodule's Lung-RADS category rests on
-            name=SOLID_DIAMETER,
-            value=m["solid_diameter_mm"],
-            unit=codes.UCUM.Millimeter,
-            derivation=codes.SCT.Mean,
-            algorithm_id=algorithm,
-        ),
         hd.sr.Measurement(
             name=codes.SCT.Volume, value=m["volume_mm3"], unit=codes.UCUM.CubicMillimeter, algorithm_id=algorithm
         ),
         hd.sr.Measurement(
-            name=codes.DCM.ProbabilityOfCancer,
+            name=READERS_MALIGNANT,
             value=nodule["malignancy"]["malignant"],
             unit=PROBABILITY,
             method=CALIBRATED,
             algorithm_id=algorithm,
         ),
     ]
+    if _most_probable_type(nodule) == "part_solid":  # what its Lung-RADS category rests on; others have none
+        out.insert(
+            1,
+            hd.sr.Measurement(
+                name=SOLID_DIAMETER,
+                value=m["solid_diameter_mm"],
+                unit=codes.UCUM.Millimeter,
+                derivation=codes.SCT.Mean,
+                algorithm_id=algorithm,
+            ),
+        )
     rads = nodule.get("lung_rads")
     if rads:  # the size the category rests on: the mean diameter in the section where the nodule is largest
         out.append(
@@ -181,16 +191,42 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
     return out
 
 
-def _evaluations(nodule: dict[str, Any]) -> list[hd.sr.QualitativeEvaluation]:
+def _most_probable_type(nodule: dict[str, Any]) -> str:
     types = nodule["nodule_type"]
-    out = [hd.sr.QualitativeEvaluation(NODULE_TYPE, TYPE_CODES[max(types, key=types.get)])]
+    return max(types, key=types.get)
+
+
+class TextEvaluation(hd.sr.QualitativeEvaluation):
+    """A qualitative evaluation in words (a TEXT item, where highdicom's are coded): one caveat of the answer."""
+
+    def __init__(self, text: str) -> None:
+        item = hd.sr.TextContentItem(name=NOTE, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        super(hd.sr.QualitativeEvaluation, self).__init__([item])  # a Template of this one item, not a CODE one
+
+
+def reader_notes(nodule: dict[str, Any]) -> list[str]:
+    """What the JSON answer tells a reader beside the numbers, in the same words: the research-use notice, the
+    Lung-RADS management, the alternative types' categories, the category's notes and the nodule's warnings."""
+    notes = [NOTICE]
+    rads = nodule.get("lung_rads")
+    if rads:
+        notes.append(f"Lung-RADS {rads['category']} ({rads['risk']}): {rads['management']}")
+        for alt in rads["alternatives"]:
+            kind = alt["nodule_type"].replace("_", "-")
+            notes.append(f"if the nodule is {kind} (probability {alt['probability']:g}): category {alt['category']}")
+        notes += rads["notes"]
+    return notes + nodule["warnings"]
+
+
+def _evaluations(nodule: dict[str, Any]) -> list[hd.sr.QualitativeEvaluation]:
+    out = [hd.sr.QualitativeEvaluation(NODULE_TYPE, TYPE_CODES[_most_probable_type(nodule)])]
     rads = nodule.get("lung_rads")
     if rads:
         category = rads["category"]
         value = hd.sr.CodedConcept(f"lung_rads_{category}", SCHEME, f"Lung-RADS {category}")
         out.append(hd.sr.QualitativeEvaluation(LUNG_RADS, value))
         out.append(hd.sr.QualitativeEvaluation(SUGGEST_4X, YES if rads["suggest_4x_review"] else NO))
-    return out
+    return out + [TextEvaluation(text) for text in reader_notes(nodule)]
 
 
 def _group(

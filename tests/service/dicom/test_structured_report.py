@@ -17,7 +17,14 @@ from fastapi.testclient import TestClient
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from service.dicom.structured_report import LUNG_RADS_SIZE, SCHEME, SOLID_DIAMETER
+from service.dicom.structured_report import (
+    LUNG_RADS_SIZE,
+    NOTE,
+    READERS_MALIGNANT,
+    SCHEME,
+    SOLID_DIAMETER,
+    reader_notes,
+)
 from tests.service.api.conftest import make_client
 from tests.service.dicom.builders import form_files, rewrite, small_chest, world_centers, write
 
@@ -74,6 +81,14 @@ def _code(group, name: str) -> str:
     return found.value.value
 
 
+def _notes(group) -> list[str]:
+    """The group's notes for the reader, in order."""
+    items = group[0].ContentSequence
+    return [
+        i.TextValue for i in items if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == NOTE.value
+    ]
+
+
 def test_the_sr_carries_every_nodule_as_the_json_answer_does(answers, upload):
     body, response, path = answers
     assert response.headers["content-type"] == DICOM
@@ -90,17 +105,24 @@ def test_the_sr_carries_every_nodule_as_the_json_answer_does(answers, upload):
         assert diameter.unit == codes.UCUM.Millimeter and diameter.derivation == codes.SCT.Mean
         assert _value(group, codes.SCT.Diameter) == pytest.approx(nodule["measurements"]["diameter_mm"], abs=1e-6)
         assert _value(group, codes.SCT.Volume) == pytest.approx(nodule["measurements"]["volume_mm3"], abs=1e-6)
-        solid = _value(group, Code(SOLID_DIAMETER.value, SCHEME, SOLID_DIAMETER.meaning))
-        assert solid == pytest.approx(nodule["measurements"]["solid_diameter_mm"], abs=1e-6)
+        solid_code = Code(SOLID_DIAMETER.value, SCHEME, SOLID_DIAMETER.meaning)
+        types = nodule["nodule_type"]
+        if max(types, key=types.get) == "part_solid":
+            assert _value(group, solid_code) == pytest.approx(nodule["measurements"]["solid_diameter_mm"], abs=1e-6)
+        else:  # a solid nodule's solid component is the nodule, a ground-glass one has none
+            assert group.get_measurements(name=solid_code) == []
         size = _value(group, Code(LUNG_RADS_SIZE.value, SCHEME, LUNG_RADS_SIZE.meaning))
         assert size == pytest.approx(nodule["lung_rads"]["basis"]["diameter_mm"], abs=1e-6)
-        p_model = _value(group, codes.DCM.ProbabilityOfCancer, "calibrated")
+        readers = Code(READERS_MALIGNANT.value, SCHEME, READERS_MALIGNANT.meaning)
+        p_model = _value(group, readers, "calibrated")
         assert p_model == pytest.approx(nodule["malignancy"]["malignant"], abs=1e-6)
-        p_brock = _value(group, codes.DCM.ProbabilityOfCancer, "brock_pancan_2b")
+        (p_brock,) = [float(m.value) for m in group.get_measurements(name=codes.DCM.ProbabilityOfCancer)]
         assert p_brock == pytest.approx(nodule["brock_probability"], abs=1e-6)
-        assert _code(group, "Lung-RADS v2022 category") == f"lung_rads_{nodule['lung_rads']['category']}"
-        types = nodule["nodule_type"]
+        category = nodule["lung_rads"]["category"]
+        assert _code(group, "Lung-RADS v2022 category") == f"lung_rads_{category}"
         assert _code(group, "Nodule type") == max(types, key=types.get)
+        assert _notes(group) == reader_notes(nodule)
+        assert _notes(group)[0] == body["notice"] and _notes(group)[1].startswith(f"Lung-RADS {category}")
         (point,) = group.roi.graphic_data if group.roi.graphic_data.ndim == 2 else [group.roi.graphic_data]
         assert [float(v) for v in point] == pytest.approx([nodule["center"][k] for k in "xyz"], abs=1e-3)
 
@@ -248,3 +270,16 @@ def test_a_name_that_does_not_decode_in_its_character_set_gets_no_altered_sr(cli
     assert r.status_code == 422 and "PatientName does not decode in its declared character set" in r.json()["detail"]
     assert "QXBAD" not in r.text
     assert client.post("/predict", files=form_files(paths), data=data).status_code == 200  # JSON still answers
+
+
+def test_a_part_solid_nodule_carries_its_solid_component_and_others_none():
+    from service.dicom.structured_report import _measurements
+
+    algorithm = hd.sr.AlgorithmIdentification(name="res_mtnet", version="test")
+    solid_code = Code(SOLID_DIAMETER.value, SCHEME, SOLID_DIAMETER.meaning)
+    measured = {"diameter_mm": 12.0, "volume_mm3": 900.0, "solid_diameter_mm": 5.5}
+    for kind, carried in (("part_solid", [5.5]), ("solid", []), ("ground_glass", [])):
+        types = {"solid": 0.1, "part_solid": 0.1, "ground_glass": 0.1, kind: 0.8}
+        nodule = {"measurements": measured, "nodule_type": types, "malignancy": {"malignant": 0.3}}
+        values = [m.value for m in _measurements(nodule, algorithm) if m.name == solid_code]
+        assert values == carried, kind
