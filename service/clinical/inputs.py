@@ -18,6 +18,7 @@ from service.imaging.formats import finite_number
 FIELDS = ("age", "sex", "family_history", "emphysema", "nodule_count", "upper_lobe")
 AGE_RANGE = (18.0, 110.0)  # accepted
 PANCAN_AGE = (50.0, 75.0)  # the derivation cohort's ages; outside, a warning
+SCREENING_AGE = (50.0, 80.0)  # whom lung cancer screening is for (USPSTF 2021, ACR); outside, a warning
 MAX_NODULE_COUNT = 200
 MAX_TEXT = 4096
 
@@ -104,6 +105,12 @@ def parse_clinical(value: Any, nodules: int) -> tuple[list[PatientFactors], list
         warnings.append(
             f"age {age:g} is outside the {PANCAN_AGE[0]:g}-{PANCAN_AGE[1]:g} years of the PanCan cohort that Brock "
             "was derived on: its probability is an extrapolation"
+        )
+    if not SCREENING_AGE[0] <= age <= SCREENING_AGE[1]:
+        warnings.append(
+            f"age {age:g} is outside the {SCREENING_AGE[0]:g}-{SCREENING_AGE[1]:g} years for whom lung cancer "
+            "screening is recommended (USPSTF 2021): Lung-RADS categories are for screening CT; an incidental nodule "
+            "follows the Fleischner Society 2017 guidelines"
         )
     factors = [PatientFactors(age, female, family, emphysema, count, upper) for upper in lobes]
     return factors, warnings

@@ -69,6 +69,9 @@ _NON_SOLID = [(30.0, "2"), (math.inf, "3")]
 _LABELS = {"solid": "solid", "part_solid": "part-solid", "ground_glass": "non-solid (ground-glass)"}
 
 NOT_ASSESSED = (
+    "the setting: Lung-RADS is for lung cancer screening CT of eligible people (USPSTF 2021: aged 50 to 80 with "
+    "at least 20 pack-years, smoking now or within 15 years); a nodule found on CT done for another reason follows "
+    "the Fleischner Society 2017 guidelines instead, which this service does not apply",
     "elongated nodules: sizes are taken in the section where the nodule's predicted extent is largest, but the "
     "model's diameter reads part of a nodule's size from its extent in every direction: a nodule elongated within "
     "the axial plane is under-measured (the model card gives by how much), a tube-like one may be partly taken for "

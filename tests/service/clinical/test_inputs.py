@@ -40,6 +40,12 @@ def test_an_age_outside_the_pancan_cohort_warns():
     assert "50-75" in warnings[0]
 
 
+@pytest.mark.parametrize(("age", "screening_warning"), [(18, True), (49.9, True), (50, False), (80, False), (81, True)])
+def test_an_age_outside_screening_says_lung_rads_is_for_screening(age, screening_warning):
+    _, warnings = parse_clinical({**GOOD, "age": age}, 2)
+    assert any("Fleischner" in w and "50-80" in w for w in warnings) is screening_warning
+
+
 @pytest.mark.parametrize(
     ("change", "nodules", "message"),
     [
