@@ -96,6 +96,10 @@ class BrockInputs(BaseModel):
     size_definition: str
     nodule_type: str
     spiculated: bool
+    spiculated_from: Literal["model", "clinical"] = Field(
+        description="model: the model's spiculation score >= spiculation_threshold; clinical: clinical.spiculated"
+    )
+    spiculation_note: str | None = Field(description="how far the model's flag can be trusted; null for a reader's")
     spiculation_threshold: float
     age: float
     female: bool
@@ -114,6 +118,9 @@ class ClinicalInputs(BaseModel):
     emphysema: bool = Field(description="emphysema seen on CT")
     nodule_count: int = Field(ge=1, le=200, description="nodules seen on the CT")
     upper_lobe: bool | list[bool] = Field(description="per nodule centre: in an upper lobe")
+    spiculated: bool | list[bool] | None = Field(
+        None, description="optional, per nodule centre: a reader's judgement, which Brock takes over the model's flag"
+    )
 
 
 class NoduleResult(BaseModel):

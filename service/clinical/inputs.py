@@ -3,6 +3,9 @@ needs about the patient, checked field by field with a precise 422 for each prob
 
     {"age": 63, "sex": "female", "family_history": false, "emphysema": true, "nodule_count": 2,
      "upper_lobe": [true, false]}       # one value per nodule centre, in order (a bare true/false for one nodule)
+
+Optionally "spiculated": [false, true], a reader's judgement per centre, which Brock then takes in place of the
+model's flag (the model finds a minority of the nodules readers call spiculated: the model card says how many).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from service.errors import UnusableInput
 from service.imaging.formats import finite_number
 
 FIELDS = ("age", "sex", "family_history", "emphysema", "nodule_count", "upper_lobe")
+OPTIONAL = ("spiculated",)  # a reader's judgement per centre, for Brock in place of the model's flag
 AGE_RANGE = (18.0, 110.0)  # accepted
 PANCAN_AGE = (50.0, 75.0)  # the derivation cohort's ages; outside, a warning
 SCREENING_AGE = (50.0, 80.0)  # whom lung cancer screening is for (USPSTF 2021, ACR); outside, a warning
@@ -54,22 +58,25 @@ def _count(value: Any, nodules: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(f"nodule_count must be a whole number (nodules seen on the CT); got {json.dumps(value)[:40]}")
     if not 1 <= value <= MAX_NODULE_COUNT:
-        raise _fail(f"nodule_count {str(value)[:20]} is outside 1-{MAX_NODULE_COUNT}")
+        shown = str(value) if abs(value) < 10**40 else f"with {len(str(abs(value)))} digits"
+        raise _fail(f"nodule_count {shown} is outside 1-{MAX_NODULE_COUNT}")
     if value < nodules:
         raise _fail(f"nodule_count {value} is fewer than the {nodules} nodule centres in this request")
     return value
 
 
-def _upper_lobe(value: Any, nodules: int) -> list[bool]:
+def _per_centre(value: Any, name: str, nodules: int) -> list[bool]:
+    """One true/false per nodule centre, in order (a bare one for a single centre)."""
     if isinstance(value, bool) and nodules == 1:
         return [value]
     if not isinstance(value, list):
-        raise _fail(f"upper_lobe must be a list of {nodules} true/false values, one per nodule centre in order")
+        expected = "true or false (or a list of one)" if nodules == 1 else f"a list of {nodules} true/false values"
+        raise _fail(f"{name} must be {expected}, one per nodule centre in order; got {json.dumps(value)[:40]}")
     if len(value) != nodules:
-        raise _fail(f"upper_lobe has {len(value)} value(s) for {nodules} nodule centre(s); give one per centre")
+        raise _fail(f"{name} has {len(value)} value(s) for {nodules} nodule centre(s); give one per centre")
     for i, v in enumerate(value):
         if not isinstance(v, bool):
-            raise _fail(f"upper_lobe[{i}] must be true or false; got {json.dumps(v)[:40]}")
+            raise _fail(f"{name}[{i}] must be true or false; got {json.dumps(v)[:40]}")
     return list(value)
 
 
@@ -91,15 +98,20 @@ def parse_clinical(value: Any, nodules: int) -> tuple[list[PatientFactors], list
     missing = [f for f in FIELDS if f not in value]
     if missing:
         raise _fail(f"missing {', '.join(missing)} (the Brock model needs all of {', '.join(FIELDS)})")
-    unknown = sorted(set(value) - set(FIELDS))
+    unknown = sorted(set(value) - set(FIELDS) - set(OPTIONAL))
     if unknown:
-        raise _fail(f"unknown field(s) {', '.join(unknown)[:120]}; expected {', '.join(FIELDS)}")
+        named = ", ".join(json.dumps(name) for name in unknown)[:120]
+        raise _fail(f"unknown field(s) {named}; expected {', '.join(FIELDS)} and optionally {', '.join(OPTIONAL)}")
     age = _age(value["age"])
     female = _sex(value["sex"])
     family = _bool(value, "family_history", "lung cancer in a first-degree relative")
     emphysema = _bool(value, "emphysema", "emphysema seen on CT")
     count = _count(value["nodule_count"], nodules)
-    lobes = _upper_lobe(value["upper_lobe"], nodules)
+    lobes = _per_centre(value["upper_lobe"], "upper_lobe", nodules)
+    given = value.get("spiculated")
+    spiculated: list[bool | None] = (
+        [None] * nodules if given is None else list(_per_centre(given, "spiculated", nodules))
+    )
     warnings = []
     if not PANCAN_AGE[0] <= age <= PANCAN_AGE[1]:
         warnings.append(
@@ -112,5 +124,8 @@ def parse_clinical(value: Any, nodules: int) -> tuple[list[PatientFactors], list
             "screening is recommended (USPSTF 2021): Lung-RADS categories are for screening CT; an incidental nodule "
             "follows the Fleischner Society 2017 guidelines"
         )
-    factors = [PatientFactors(age, female, family, emphysema, count, upper) for upper in lobes]
+    factors = [
+        PatientFactors(age, female, family, emphysema, count, upper, spiculated=spiculated_here)
+        for upper, spiculated_here in zip(lobes, spiculated, strict=True)
+    ]
     return factors, warnings

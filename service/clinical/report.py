@@ -118,6 +118,21 @@ def _measurements(manifest: Manifest, index: OutputIndex, outputs: Sequence[np.n
     return shown
 
 
+def _spiculation_note(manifest: Manifest) -> str:
+    """How far the model's spiculation flag can be trusted, from the model's own evaluation where it has one."""
+    flag = manifest.evaluation.get("spiculation_flag") or {}
+    found = ""
+    if {"flagged_reader_score_3_or_more", "reader_score_3_or_more"} <= flag.keys():
+        found = (
+            f" On held-out LIDC nodules it flagged {flag['flagged_reader_score_3_or_more']} of the "
+            f"{flag['reader_score_3_or_more']} that readers scored 3 or more."
+        )
+    return (
+        f"the model's flag (its spiculation score >= {SPICULATION_THRESHOLD:g}) misses many spiculated nodules."
+        f"{found} Send clinical.spiculated to give Brock a reader's judgement."
+    )
+
+
 def clinical_fields(
     manifest: Manifest,
     index: OutputIndex,
@@ -148,7 +163,8 @@ def clinical_fields(
         "brock_inputs": None,
     }
     if patient is not None:
-        spiculated = is_spiculated(spiculation)
+        by_model = patient.spiculated is None
+        spiculated = is_spiculated(spiculation) if patient.spiculated is None else patient.spiculated
         fields["brock_probability"] = _r(
             brock_probability(patient, lung_rads.diameter_mm, lung_rads.nodule_type, spiculated)
         )
@@ -158,6 +174,8 @@ def clinical_fields(
             "longest diameter)",
             "nodule_type": lung_rads.nodule_type,
             "spiculated": spiculated,
+            "spiculated_from": "model" if by_model else "clinical",
+            "spiculation_note": _spiculation_note(manifest) if by_model else None,
             "spiculation_threshold": SPICULATION_THRESHOLD,
             "age": patient.age,
             "female": patient.female,

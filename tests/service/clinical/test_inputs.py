@@ -30,6 +30,15 @@ def test_one_patient_factors_per_nodule_from_an_object_or_json_text():
     assert parse_clinical(json.dumps(GOOD), 2) == (factors, [])
 
 
+def test_a_readers_spiculation_is_taken_per_centre_and_absent_means_the_models():
+    factors, _ = parse_clinical({**GOOD, "spiculated": [False, True]}, 2)
+    assert [f.spiculated for f in factors] == [False, True]
+    factors, _ = parse_clinical(GOOD, 2)
+    assert [f.spiculated for f in factors] == [None, None]
+    factors, _ = parse_clinical({**GOOD, "nodule_count": 1, "upper_lobe": True, "spiculated": True}, 1)
+    assert [f.spiculated for f in factors] == [True]
+
+
 def test_a_bare_upper_lobe_flag_is_accepted_for_one_nodule():
     factors, _ = parse_clinical({**GOOD, "nodule_count": 1, "upper_lobe": True}, 1)
     assert [f.upper_lobe for f in factors] == [True]
@@ -61,7 +70,18 @@ def test_an_age_outside_screening_says_lung_rads_is_for_screening(age, screening
         ({"upper_lobe": [True]}, 2, "clinical: upper_lobe has 1 value(s) for 2 nodule centre(s)"),
         ({"upper_lobe": True}, 2, "clinical: upper_lobe must be a list of 2 true/false values"),
         ({"upper_lobe": [True, "no"]}, 2, 'clinical: upper_lobe[1] must be true or false; got "no"'),
-        ({"smoker": True}, 2, "clinical: unknown field(s) smoker"),
+        ({"smoker": True}, 2, 'clinical: unknown field(s) "smoker"; expected age'),
+        ({"": True}, 2, 'clinical: unknown field(s) ""; expected age'),
+        ({"nodule_count": 10**30}, 2, "clinical: nodule_count 1000000000000000000000000000000 is outside 1-200"),
+        ({"nodule_count": 10**50}, 2, "clinical: nodule_count with 51 digits is outside 1-200"),
+        (
+            {"upper_lobe": "true"},
+            1,
+            'clinical: upper_lobe must be true or false (or a list of one), one per nodule centre in order; got "true"',
+        ),
+        ({"spiculated": [True]}, 2, "clinical: spiculated has 1 value(s) for 2 nodule centre(s)"),
+        ({"spiculated": [True, 1]}, 2, "clinical: spiculated[1] must be true or false; got 1"),
+        ({"spiculated": "yes"}, 2, "clinical: spiculated must be a list of 2 true/false values"),
     ],
 )
 def test_each_bad_value_gets_a_precise_422(change, nodules, message):

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,22 @@ def test_the_solid_component_is_never_larger_than_the_nodule_nor_negative(manife
     fields = clinical_fields(manifest, OutputIndex.of(manifest), outputs_row(1.0, diameter, solid), None, None)
     assert fields["measurements"]["solid_diameter_mm"] == pytest.approx(shown, abs=1e-5)
     assert fields["measurements"]["diameter_mm"] == pytest.approx(diameter, abs=1e-5)
+
+
+def test_brock_takes_a_readers_spiculation_over_the_models_flag(manifest):
+    index = OutputIndex.of(manifest)
+    row = outputs_row(1.2)  # the model sees no spiculation
+    by_model = clinical_fields(manifest, index, row, PATIENT, None)
+    by_reader = clinical_fields(manifest, index, row, replace(PATIENT, spiculated=True), None)
+    assert by_model["brock_inputs"]["spiculated"] is False and by_model["brock_inputs"]["spiculated_from"] == "model"
+    flag = manifest.evaluation["spiculation_flag"]
+    counts = f"{flag['flagged_reader_score_3_or_more']} of the {flag['reader_score_3_or_more']}"
+    assert counts in by_model["brock_inputs"]["spiculation_note"]
+    assert (
+        by_reader["brock_inputs"]["spiculated"] is True and by_reader["brock_inputs"]["spiculated_from"] == "clinical"
+    )
+    assert by_reader["brock_inputs"]["spiculation_note"] is None
+    size, kind = by_reader["brock_inputs"]["size_mm"], by_reader["brock_inputs"]["nodule_type"]
+    assert by_reader["brock_probability"] == round(brock_probability(PATIENT, size, kind, True), 6)
+    assert by_reader["brock_probability"] > by_model["brock_probability"]
+    assert by_reader["lung_rads"] == by_model["lung_rads"]  # Lung-RADS reads the model's score either way
