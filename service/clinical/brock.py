@@ -5,8 +5,8 @@ N Engl J Med 2013;369:910-919 (model 2b, derived on the Pan-Canadian Early Detec
             - 5.3854 ((size / 10) ^ -0.5 - 1.58113883) + type + 0.6581 upper lobe - 0.0824 (nodule count - 4)
             + 0.7729 spiculation,   type: solid 0, part-solid 0.377, non-solid -0.1276
 
-size in mm. Here the size is the Lung-RADS mean diameter in the nodule's largest section (service.clinical.sections);
-PanCan measured the longest diameter, so elongated nodules get a lower risk than a caliper reading would give them.
+size in mm: the longest diameter, as PanCan measured it. The service estimates it from the Lung-RADS mean diameter
+and the predicted shape (service.clinical.sections.longest_diameter).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from service.clinical.brock import PatientFactors, brock_probability
 from service.clinical.calibration import calibrated_positive, calibrated_row
 from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
 from service.clinical.lung_rads import assess, weighs_solid_component
-from service.clinical.sections import Sections, sections
+from service.clinical.sections import TYPICAL_LONG_OVER_MEAN, Sections, longest_diameter, sections
 from service.runtime.manifest import Manifest
 
 
@@ -147,7 +147,8 @@ def clinical_fields(
     diameter = float(outputs[index.measurements][index.diameter])
     solid = float(outputs[index.measurements][index.solid_diameter])
     spiculation = float(outputs[index.attributes][index.spiculation])
-    lung_rads = assess(types, diameter, solid, spiculation, *index.shapes(outputs, weighs_solid_component(types)))
+    shape, solid_shape = index.shapes(outputs, weighs_solid_component(types))
+    lung_rads = assess(types, diameter, solid, spiculation, shape, solid_shape)
     fields: dict[str, Any] = {
         "measurements": _measurements(manifest, index, outputs),
         "malignancy": {k: _r(v) for k, v in zip(index.malignancy_labels, calibrated, strict=True)},
@@ -165,13 +166,15 @@ def clinical_fields(
     if patient is not None:
         by_model = patient.spiculated is None
         spiculated = is_spiculated(spiculation) if patient.spiculated is None else patient.spiculated
-        fields["brock_probability"] = _r(
-            brock_probability(patient, lung_rads.diameter_mm, lung_rads.nodule_type, spiculated)
-        )
+        size = round(longest_diameter(lung_rads.diameter_mm, shape, lung_rads.plane), 1)
+        fields["brock_probability"] = _r(brock_probability(patient, size, lung_rads.nodule_type, spiculated))
         fields["brock_inputs"] = {
-            "size_mm": lung_rads.diameter_mm,
-            "size_definition": "mean diameter in the nodule's largest section, as for Lung-RADS (PanCan used the "
-            "longest diameter)",
+            "size_mm": size,
+            "size_definition": (
+                "estimated longest diameter, as PanCan measured: the Lung-RADS mean diameter "
+                f"({lung_rads.diameter_mm:.1f} mm, {lung_rads.plane} section) times the predicted shape's long axis "
+                f"over its mean diameter there, at least {TYPICAL_LONG_OVER_MEAN:g} (typical of LIDC nodules)"
+            ),
             "nodule_type": lung_rads.nodule_type,
             "spiculated": spiculated,
             "spiculated_from": "model" if by_model else "clinical",

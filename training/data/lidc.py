@@ -135,6 +135,24 @@ def axial_over_equivalent(masks: np.ndarray, spacing_mm: float) -> np.ndarray:
     return axial / equivalent
 
 
+def longest_over_mean_diameter(masks: np.ndarray) -> np.ndarray:
+    """Per mask (z, y, x, 1 mm voxels), in its largest axial section: the longest (caliper) diameter over the mean
+    diameter, the mean of it and the width perpendicular to it, as a reader measures them. Each extent counts whole
+    voxels (end to end, not centre to centre)."""
+    ratios = []
+    for mask in masks:
+        section = mask[int(np.argmax(mask.sum(axis=(1, 2))))]
+        points = np.argwhere(section).astype(np.float64)
+        apart = points[:, None, :] - points[None, :, :]
+        i, j = np.unravel_index(np.argmax((apart**2).sum(axis=-1)), apart.shape[:2])
+        direction = apart[i, j] / max(float(np.linalg.norm(apart[i, j])), 1e-9)
+        across = points @ np.array([-direction[1], direction[0]])
+        longest = float(np.linalg.norm(apart[i, j])) + 1.0
+        width = float(across.max() - across.min()) + 1.0
+        ratios.append(longest / ((longest + width) / 2.0))
+    return np.array(ratios)
+
+
 def type_from_texture(texture: np.ndarray) -> np.ndarray:
     """LIDC texture 1-2 ground glass, 3 part solid, 4-5 solid, as indices into TYPE_LABELS."""
     return np.where(texture >= 4, 0, np.where(texture == 3, 1, 2)).astype(np.int64)

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from service.clinical.sections import BACKGROUND, in_largest_section, sections
+from service.clinical.sections import (
+    BACKGROUND,
+    TYPICAL_LONG_OVER_MEAN,
+    in_largest_section,
+    longest_diameter,
+    sections,
+)
 from training.data.phantoms import Nodule, _voxel_average, random_rotation, section_mean_diameter
 
 VOXEL_MM = 1.0
@@ -133,3 +139,28 @@ def test_the_part_nearest_the_centre_is_found_whichever_side_the_other_part_lies
     other = np.roll(occupancy_of(ellipsoid((3.0, 3.0, 3.0))), shift, axis=(0, 1, 2))  # before the nodule, not touching
     both = sections(np.maximum(centre, other), VOXEL_MM)
     assert both.mean_diameters_mm == pytest.approx(alone.mean_diameters_mm)
+
+
+@pytest.mark.parametrize(
+    ("semi_axes", "plane", "ratio"),
+    [((4.0, 8.0, 4.0), "axial", 2 * 8 / 12), ((8.0, 3.0, 3.0), "coronal", 2 * 8 / 11), ((4.0, 4.0, 4.0), "axial", 1.0)],
+)
+def test_each_section_knows_its_long_axis_over_its_mean_diameter(semi_axes, plane, ratio):
+    found = sections(occupancy_of(ellipsoid(semi_axes)), VOXEL_MM)
+    assert found.long_ratio(plane) == pytest.approx(ratio, rel=0.03)
+
+
+def test_the_longest_diameter_is_the_maps_where_elongated_and_typical_where_round():
+    in_plane = sections(occupancy_of(ellipsoid((4.0, 8.0, 4.0))), VOXEL_MM)  # 16 x 8 mm in its axial section
+    assert longest_diameter(12.0, in_plane, "axial") == pytest.approx(16.0, rel=0.03)
+    round_ = sections(occupancy_of(ellipsoid((4.0, 4.0, 4.0))), VOXEL_MM)
+    assert longest_diameter(8.0, round_, "axial") == pytest.approx(8.0 * TYPICAL_LONG_OVER_MEAN)
+    assert longest_diameter(8.0, None, "axial") == pytest.approx(8.0 * TYPICAL_LONG_OVER_MEAN)
+
+
+def test_the_typical_ratio_is_lidcs(shared_data):
+    from training.data.lidc import load_voi, longest_over_mean_diameter
+
+    ratios = longest_over_mean_diameter(load_voi(shared_data).masks)
+    assert float(np.median(ratios)) == pytest.approx(TYPICAL_LONG_OVER_MEAN, abs=0.01)
+    assert ratios.min() > 1.0 - 1e-9 and ratios.max() < 2.0
