@@ -23,6 +23,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         http=guarded_protocol(settings.max_header_bytes, settings.header_timeout_s, settings.hsts_seconds),
+        timeout_keep_alive=settings.keep_alive_s,
         access_log=False,
         log_level=settings.log_level.lower(),
         log_config=None,  # keep the handlers logs.configure installed

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         10.0, gt=0, description="from connecting (or a request's first byte) to the end of its headers; past it, 408"
     )
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="how long an idle keep-alive connection stays open: longer than clients and load balancers keep "
+        "theirs (60 s for nginx and AWS load balancers, 5 s for httpx), so that the server never closes one just as "
+        "a request is sent on it",
+    )
     drain_uploads_s: float = Field(
         20.0,
         ge=0,

@@ -151,3 +151,30 @@ def test_uploads_still_arriving_after_sigterm_get_503_in_time_and_nothing_is_log
     errors = [line for line in log.splitlines() if '"level":"error"' in line.replace(" ", "")]
     assert not errors, errors
     assert "Exception in ASGI application" not in log
+
+
+def _get_on(conn: socket.socket) -> bytes:
+    """One keep-alive GET /healthz on an open connection, and its whole answer."""
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.settimeout(10)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_an_idle_connection_outlives_clients_keep_alive_and_closes_at_the_setting(tiny_store):
+    """The default (75 s) outlasts httpx's 5 s and uvicorn's own 5 s: a request sent after 6 s idle is answered;
+    RESMTNET_KEEP_ALIVE_S closes an idle connection at its value."""
+    with server(tiny_store) as url, _connect(url) as conn:
+        assert _get_on(conn).startswith(b"HTTP/1.1 200")
+        time.sleep(6)
+        assert _get_on(conn).startswith(b"HTTP/1.1 200")
+    with server(tiny_store, keep_alive_s="1") as url, _connect(url) as conn:
+        assert _get_on(conn).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert _read_all(conn, 5) == b""  # closed by the server, not by the 5 s wait
+        assert time.monotonic() - started < 3
