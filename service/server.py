@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -71,6 +72,46 @@ class HeadersTooLarge(Exception):
     """Raised in the parser's callback to stop it: the request was answered 431 and goes no further."""
 
 
+LINGER_S = 5.0  # how long a closing connection still reads (and drops) what the client is sending
+
+
+class LingeringTransport:
+    """A connection's transport whose close() lets the client finish sending (a "lingering close", as nginx and
+    Apache do): an answer given before the request's body was read (a 503, 408 or 413) is followed by FIN, and what
+    the client still sends is read and dropped for up to LINGER_S before the socket closes. Closed at once, the
+    unread bytes would make the kernel reset the connection, which destroys the answer before a client that sends
+    its whole body first (httpx, requests) can read it."""
+
+    def __init__(self, inner: asyncio.Transport, client_may_be_sending: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._client_may_be_sending = client_may_be_sending
+        self.lingering = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the socket's own transport
+        return getattr(self._inner, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._inner.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not (self._client_may_be_sending() and self._inner.can_write_eof()):
+            self._inner.close()
+            return
+        self.lingering = True
+        self._inner.write_eof()  # after what is buffered: the answer goes out whole, then FIN
+        self._inner.resume_reading()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._inner.close)
+
+    def stop(self) -> None:
+        """The connection is gone: no timer left behind."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """httptools' HTTP/1.1 with the request line and headers bounded: at most max_header_bytes (431), within
     header_timeout_s of connecting or of the request's first byte (408; a connection that sent nothing is closed).
@@ -84,7 +125,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     answer_headers: list[Header] = api_headers()  # on its own 431, 408 and 400, as on every answer of the app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._lingering = LingeringTransport(transport, self._client_may_be_sending)
+        super().connection_made(self._lingering)  # type: ignore[arg-type]
         self._header_bytes = 0  # raw bytes read while a request's headers are incomplete
         self._request_header_bytes = 0  # the current request's line and headers, as the parser hands them over
         self._in_headers = True
@@ -93,9 +135,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._lingering.stop()
         super().connection_lost(exc)
 
+    def _client_may_be_sending(self) -> bool:
+        """Whether the client may still be sending: a request body not all read, headers begun, or headers
+        refused (431, 408) while they were still coming."""
+        body_pending = self.cycle is not None and self.cycle.more_body
+        return body_pending or (self._in_headers and self._header_bytes > 0) or self._refusal is not None
+
     def data_received(self, data: bytes) -> None:
+        if self._lingering.lingering:  # answered and closing: what the client still sends is dropped
+            return
         if self._in_headers:
             self._header_bytes += len(data)
             if self._header_timer is None:

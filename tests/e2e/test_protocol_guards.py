@@ -178,3 +178,19 @@ def test_an_idle_connection_outlives_clients_keep_alive_and_closes_at_the_settin
         started = time.monotonic()
         assert _read_all(conn, 5) == b""  # closed by the server, not by the 5 s wait
         assert time.monotonic() - started < 3
+
+
+def test_an_answer_given_before_the_body_is_read_reaches_a_client_that_sends_its_body_first(tiny_store):
+    """A client that writes its body before it reads (httpx, requests) gets the 413 decided from Content-Length:
+    the server reads and drops the rest before closing, where closing on unread bytes would reset the connection
+    and destroy the answer."""
+    with server(tiny_store, max_body_bytes="1000000") as url, _connect(url) as conn:
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        conn.sendall(b"Content-Length: 4000000\r\n\r\n")
+        time.sleep(0.3)  # answered by now
+        for _ in range(8):  # the body keeps coming
+            conn.sendall(b" " * 65536)
+            time.sleep(0.05)
+        answer = _read_all(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert "limit is 1000000 bytes" in _problem(answer)["detail"]
