@@ -31,6 +31,7 @@ class Pending:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     submission: Submission | None = None  # the request it belongs to, for counting refusals once per request
+    running: bool = False  # taken into a batch for the model: its answer comes, whatever the deadline
 
 
 class Submission:
@@ -203,12 +204,18 @@ class Batcher:
         if self.metrics:
             self.metrics.queue_depth.set(self._queue.qsize())
         try:
-            return await asyncio.wait_for(future, max(deadline - time.perf_counter(), 0.0))
+            return await asyncio.wait_for(asyncio.shield(future), max(deadline - time.perf_counter(), 0.0))
         except TimeoutError:
+            if pending.running:  # already on the model: its answer is moments away, and the work is done
+                return await future
             if future.done() and not future.cancelled():  # the batcher settled it first (and counted it)
                 return future.result()
+            future.cancel()  # never reaches the model
             self._reject("deadline", submission)
             raise DeadlineExceeded("the request's deadline passed before the model answered") from None
+        except asyncio.CancelledError:  # the client left, or a sibling patch was refused: withdrawn
+            future.cancel()
+            raise
 
     async def _loop(self) -> None:
         while True:
@@ -270,6 +277,7 @@ class Batcher:
                 self._reject("deadline", p.submission)
                 p.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
             else:
+                p.running = True
                 live.append(p)
         return live
 
@@ -322,4 +330,5 @@ async def submit_all(
     except BaseException:
         for task in tasks:
             task.cancel()
+        await asyncio.wait(tasks)  # withdrawn before the refusal is answered: a retry finds their places free
         raise

@@ -63,4 +63,6 @@ async def in_thread_to_the_end(
         if stop is not None:
             stop.give_up()
         await asyncio.wait((job,))  # the thread cannot be interrupted: wait for it, whatever it ends with
+        if not job.cancelled():
+            job.exception()  # read, so that asyncio does not log it as never retrieved (GivenUp, most often)
         raise

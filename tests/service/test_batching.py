@@ -165,6 +165,20 @@ async def test_request_past_its_deadline_gets_504_and_never_reaches_the_model():
     assert metrics.registry.get_sample_value("resmtnet_rejections_total", {"reason": "deadline"}) == 1
 
 
+async def test_a_patch_already_on_the_model_when_its_deadline_passes_gets_its_answer_not_504():
+    """Its work is done or nearly: a 504 would waste it, and the README says a 504 never reached the model."""
+    model = FakeModel(seconds=0.2)
+    metrics = Metrics(CollectorRegistry())
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=8, metrics=metrics)
+    batcher.start()
+    try:
+        answer = await batcher.submit(patch(3), time.perf_counter() + 0.05)  # on the model at once, for 0.2 s
+    finally:
+        await batcher.stop()
+    assert float(answer.outputs[0][0]) == 6.0 and model.seen == [3.0]
+    assert metrics.registry.get_sample_value("resmtnet_rejections_total", {"reason": "deadline"}) is None
+
+
 async def test_a_cancelled_request_is_dropped_before_the_model():
     model = FakeModel(seconds=0.1)
     batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=8, metrics=Metrics(CollectorRegistry()))

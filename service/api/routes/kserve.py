@@ -186,6 +186,11 @@ async def _answer(
     patches = parsed.inputs[manifest.input.name][:, 0]  # (N, D, D, D): the batcher adds the channel axis back
     request.state.input_kind, request.state.nodules = "v2-tensor", len(patches)  # for the audit record
     # rows are bounded by max_batch_size per request, as in Triton; the batcher's queue decides the rest
+    if len(patches) > batcher.max_queue:  # could never be queued: no retry would help
+        raise PayloadTooLarge(
+            f"the request has {len(patches)} rows; the model's queue holds at most {batcher.max_queue} "
+            "(RESMTNET_MAX_QUEUE): send fewer rows per request"
+        )
     predictions = await submit_all(batcher, list(patches), deadline, share_limit=False)
     heads = {spec.name: np.stack([p.outputs[k] for p in predictions]) for k, spec in enumerate(manifest.outputs)}
     if (calibration := manifest.calibration) is not None:  # the same probabilities /predict reports

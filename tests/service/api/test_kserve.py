@@ -281,13 +281,7 @@ def test_not_ready_is_503_with_the_reason(tiny_store):
 
 
 def test_overload_deadline_and_size_limits_answer_in_the_protocols_form(tiny_store):
-    with make_client(tiny_store, max_queue=2, retry_after_s=3) as c:
-        r = infer_binary(c, patches(4))  # four rows, room for two in the queue
-        assert_v2_error(r, 503, "queue is full")
-        assert r.headers["retry-after"] == "3"
-        assert sample(scrape(c), "resmtnet_rejections_total", reason="queue_full") == 1  # one request, once
-        assert infer_binary(c, patches(2)).status_code == 200  # the refused request left nothing behind
-        assert not sample(scrape(c), "resmtnet_rejections_total", reason="client_gone")  # its withdrawn rows
+    # a full queue's 503 in this form: tests/service/api/test_overload.py
     with make_client(tiny_store, request_timeout_s=1e-6) as c:
         assert_v2_error(infer_binary(c, patches(1)), 504, "deadline")
     with make_client(tiny_store, max_body_bytes=1000) as c:
@@ -311,3 +305,12 @@ def test_v2_routes_share_a_few_metric_labels(tiny_store):
     assert sample(fams, "resmtnet_batch_size_count") == 1  # the rows went through the shared batcher together
     assert sample(fams, "resmtnet_batch_size_sum") == 3
     assert sample(fams, "resmtnet_queue_wait_seconds_count") == 3
+
+
+def test_more_rows_than_the_queue_holds_is_a_413_and_nothing_runs(tiny_store):
+    """A retry could never help it: not a 503, and none of its rows reaches the model."""
+    with make_client(tiny_store, max_batch_size=8, max_queue=4) as client:
+        assert_v2_error(infer_json(client, patches(8)), 413, "the model's queue holds at most 4")
+        metrics = scrape(client)
+        assert sample(metrics, "resmtnet_batch_size_count") in (None, 0.0)
+        assert infer_json(client, patches(4)).status_code == 200
