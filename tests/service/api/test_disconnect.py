@@ -76,3 +76,32 @@ def test_a_request_whose_client_leaves_while_queued_never_reaches_the_model(tiny
     else:
         assert sent[0]["status"] == 499 and ran == 0 and gone == 1
         assert sample(fams, "resmtnet_http_requests_total", route="/predict", status="499") == 1
+
+
+async def test_work_given_up_by_its_client_leaves_no_exception_for_asyncio_to_log():
+    """A CT preparation stopped by GivenUp once its client left: nothing logged as 'never retrieved'."""
+    import gc
+    import time
+
+    from service.api.disconnect import in_thread_to_the_end
+    from service.cancel import Stop
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    stop = Stop(time.perf_counter() + 30, "its CT series was being prepared")
+
+    def prepare() -> None:
+        while True:
+            time.sleep(0.01)
+            stop.check()
+
+    task = asyncio.ensure_future(in_thread_to_the_end(None, prepare, stop=stop))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del task
+    gc.collect()
+    await asyncio.sleep(0.01)
+    assert reported == []
