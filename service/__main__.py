@@ -17,12 +17,18 @@ def main() -> None:
     settings = get_settings()
     logs.configure(settings.log_level, json_format=settings.log_format == "json")
     app = create_app(settings)
+    rejections = app.state.service.metrics.rejections
     serve(
         app,
         app.state.service.drain,
         host=settings.host,
         port=settings.port,
-        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout_s, settings.hsts_seconds),
+        http=guarded_protocol(
+            settings.max_header_bytes,
+            settings.header_timeout_s,
+            settings.hsts_seconds,
+            count_refusal=lambda reason: rejections.labels(reason=reason).inc(),
+        ),
         timeout_keep_alive=settings.keep_alive_s,
         access_log=False,
         log_level=settings.log_level.lower(),

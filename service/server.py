@@ -123,6 +123,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 64 * 1024
     header_timeout_s = 10.0
     answer_headers: list[Header] = api_headers()  # on its own 431, 408 and 400, as on every answer of the app
+    count_refusal: Callable[[str], None] = staticmethod(lambda reason: None)  # resmtnet_rejections_total{reason}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._lingering = LingeringTransport(transport, self._client_may_be_sending)
@@ -187,6 +188,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._refusal is not None:
             return
         detail = "the request is not valid HTTP/1.1"
+        self.count_refusal("malformed_request")
         self.transport.write(problem_bytes(400, "malformed-request", detail, self.answer_headers))
         self.transport.close()
 
@@ -216,6 +218,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._refusal is not None:
             return
         log.warning("connection refused at the HTTP layer: %s", detail)
+        self.count_refusal("header_too_large" if status == 431 else "slow_headers")
         self.logger = REFUSED_CONNECTION_LOG
         self._refusal = problem_bytes(status, code, detail, self.answer_headers)
         if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
@@ -233,15 +236,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    max_header_bytes: int, header_timeout_s: float, hsts_seconds: int = 0
+    max_header_bytes: int,
+    header_timeout_s: float,
+    hsts_seconds: int = 0,
+    count_refusal: Callable[[str], None] | None = None,
 ) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class with these limits (and HSTS on its answers when hsts_seconds > 0), for
-    uvicorn.Config(http=...)."""
-    attributes = {
+    """The protocol class with these limits (and HSTS on its answers when hsts_seconds > 0), counting each of its
+    refusals by reason with count_refusal, for uvicorn.Config(http=...)."""
+    attributes: dict[str, Any] = {
         "max_header_bytes": max_header_bytes,
         "header_timeout_s": header_timeout_s,
         "answer_headers": api_headers(hsts_seconds),
     }
+    if count_refusal is not None:
+        attributes["count_refusal"] = staticmethod(count_refusal)
     return type("ConfiguredHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)
 
 

@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.server import PARSER_COMPLAINT
 from tests.e2e.servers import running_server, server
@@ -33,6 +34,13 @@ def _read_all(conn: socket.socket, within_s: float) -> bytes:
     except (TimeoutError, ConnectionResetError):
         pass
     return out
+
+
+def _rejections(url: str) -> dict[str, float]:
+    """resmtnet_rejections_total by reason, as /metrics shows them."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    samples = [s for f in families if f.name == "resmtnet_rejections" for s in f.samples]
+    return {s.labels["reason"]: s.value for s in samples if s.name == "resmtnet_rejections_total"}
 
 
 def _problem(answer: bytes) -> dict:
@@ -93,8 +101,10 @@ def test_a_whole_request_over_the_limit_gets_431_however_it_is_cut_and_a_large_b
             answer = _read_all(conn, 20)
         assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
         log = running.log.read_text(errors="replace")
+        counted = _rejections(url)
     # each 431 is logged once, as what it is; uvicorn's "invalid request" only for the one the parser refused
     assert log.count("exceed 16384 bytes") == 6 and log.count(PARSER_COMPLAINT) == 1, log
+    assert counted == {"header_too_large": 6, "malformed_request": 1}  # and counted, though no route saw them
 
 
 def test_headers_that_trickle_in_get_408_and_a_silent_connection_is_closed(tiny_store):
@@ -113,6 +123,7 @@ def test_headers_that_trickle_in_get_408_and_a_silent_connection_is_closed(tiny_
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
             assert "within 1 s" in _problem(answer)["detail"]
             assert _read_all(silent, 5) == b""  # closed without a word
+        assert _rejections(url) == {"slow_headers": 1}
         with httpx.Client(base_url=url) as client:  # keep-alive requests are not cut by the header timer
             for _ in range(3):
                 assert client.get("/healthz").status_code == 200
