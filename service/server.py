@@ -94,6 +94,14 @@ class LingeringTransport:
     def is_closing(self) -> bool:
         return self.lingering or self._inner.is_closing()
 
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.lingering:  # after FIN nothing more can be sent: an answer still in progress is dropped
+            self._inner.write(data)
+
+    def writelines(self, lines: Any) -> None:
+        if not self.lingering:
+            self._inner.writelines(lines)
+
     def close(self) -> None:
         if self.is_closing():
             return

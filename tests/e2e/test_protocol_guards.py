@@ -10,10 +10,12 @@ import socket
 import time
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.server import PARSER_COMPLAINT
+from tests.conftest import REPO
 from tests.e2e.servers import running_server, server
 
 pytestmark = pytest.mark.slow
@@ -205,3 +207,21 @@ def test_an_answer_given_before_the_body_is_read_reaches_a_client_that_sends_its
         answer = _read_all(conn, 10)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert "limit is 1000000 bytes" in _problem(answer)["detail"]
+
+
+def test_a_malformed_request_behind_one_being_answered_logs_no_error():
+    """The 400 closes the connection while the first answer is still being computed: that answer is dropped
+    quietly, not written after the close began (which raised in uvicorn and logged two tracebacks)."""
+    patch = np.random.default_rng(0).normal(-700, 200, (40, 64, 64)).round(1)
+    body = json.dumps({"patch": patch.tolist(), "spacing": [1.25, 0.7, 0.7]}).encode()
+    head = "POST /predict?uncertainty=true HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with running_server(REPO / "model_store") as running:  # the committed model: its 8 views take a while
+        with _connect(running.url) as conn:
+            conn.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(0.005)
+            conn.sendall(b"NOT HTTP\r\n\r\n")  # its own segment, while the first is on the model
+            conn.settimeout(10)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 400")
+            time.sleep(2)  # the connection stays open on the client's side, within the linger
+        log = running.log.read_text(errors="replace")
+    assert "Cannot call write" not in log and '"level": "error"' not in log, log
