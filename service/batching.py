@@ -20,6 +20,9 @@ from service.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLar
 from service.metrics import Metrics
 
 RunBatch = Callable[[np.ndarray], list[np.ndarray]]
+# A patch already on the model when its deadline passes is waited for this much longer (a batch takes milliseconds;
+# a run that takes longer than this is hung, and its request gets its 504 after all).
+RUNNING_GRACE_S = 5.0
 
 
 @dataclass
@@ -207,7 +210,12 @@ class Batcher:
             return await asyncio.wait_for(asyncio.shield(future), max(deadline - time.perf_counter(), 0.0))
         except TimeoutError:
             if pending.running:  # already on the model: its answer is moments away, and the work is done
-                return await future
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), RUNNING_GRACE_S)
+                except TimeoutError:  # a run that hangs: the request is not held past the grace
+                    future.cancel()
+                    self._reject("deadline", submission)
+                    raise DeadlineExceeded("the model did not answer within its deadline") from None
             if future.done() and not future.cancelled():  # the batcher settled it first (and counted it)
                 return future.result()
             future.cancel()  # never reaches the model
@@ -240,18 +248,13 @@ class Batcher:
         return len(live) <= self.solo_max_batch and self._queue.empty() and self._idle.qsize() == len(self._workers) - 1
 
     async def _execute(self, worker: Worker, live: list[Pending], held: list[Worker]) -> None:
-        """One onnxruntime call for the batch in a worker thread; every request gets its row or the error. The
-        sessions held (the one running, or all of them while the solo session runs) are freed at the end."""
+        """One onnxruntime call for the batch in a worker thread; every request gets its row or the error (whatever
+        fails: the model, stacking, the outputs). The sessions held (the one running, or all of them while the
+        solo session runs) are freed at the end."""
         try:
             started = time.perf_counter()
             inputs = self._stack(live)
-            try:
-                outputs = await asyncio.get_running_loop().run_in_executor(worker.thread, worker.run, inputs)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                return
+            outputs = await asyncio.get_running_loop().run_in_executor(worker.thread, worker.run, inputs)
             elapsed = time.perf_counter() - started
             if self.metrics:
                 self.metrics.inference_seconds.observe(elapsed)
@@ -262,6 +265,10 @@ class Batcher:
                     p.future.set_result(Prediction([o[i] for o in outputs], queued, elapsed, len(live)))
                     if self.metrics:
                         self.metrics.queue_seconds.observe(queued)
+        except Exception as exc:  # noqa: BLE001 - handed to every request still waiting
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(exc)
         finally:
             for each in held:
                 self._idle.put_nowait(each)

@@ -406,3 +406,38 @@ async def test_submit_all_withdraws_the_rest_when_one_patch_is_refused():
     finally:
         model.release.set()
         await batcher.stop()
+
+
+async def test_whatever_fails_in_a_batch_reaches_its_requests_instead_of_leaving_them_waiting():
+    model = FakeModel()
+    batcher = Batcher(model, max_batch_size=4, max_delay_s=0.05, max_queue=8, metrics=Metrics(CollectorRegistry()))
+    batcher.start()
+    try:  # two shapes in one batch: stacking them fails before the model is called
+        odd = np.zeros((3, 3, 3), dtype=np.float32)
+        answers = await asyncio.wait_for(
+            asyncio.gather(batcher.submit(patch(1), far()), batcher.submit(odd, far()), return_exceptions=True), 2
+        )
+    finally:
+        await batcher.stop()
+    assert all(isinstance(a, ValueError) for a in answers), answers
+
+
+async def test_a_run_that_hangs_past_the_grace_still_gets_its_504(monkeypatch):
+    from service import batching
+
+    monkeypatch.setattr(batching, "RUNNING_GRACE_S", 0.2)
+    model = FakeModel()
+    model.release.clear()  # the model never returns until released
+    metrics = Metrics(CollectorRegistry())
+    batcher = Batcher(model, max_batch_size=1, max_delay_s=0, max_queue=8, metrics=metrics)
+    batcher.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(DeadlineExceeded, match="did not answer within its deadline"):
+            await batcher.submit(patch(2), time.perf_counter() + 0.1)
+        waited = time.perf_counter() - started
+    finally:
+        model.release.set()
+        await batcher.stop()
+    assert 0.25 < waited < 1.0
+    assert metrics.registry.get_sample_value("resmtnet_rejections_total", {"reason": "deadline"}) == 1
