@@ -186,10 +186,14 @@ def test_the_default_model_sizes_an_elongated_nodule_in_its_largest_section_and_
     paint_nodule(hu, spacing, dataclasses.replace(ellipsoid(semi_axes), center_mm=centre))
     hu = scanner(hu, spacing, rng)
     with make_client(DEFAULT_STORE, model_version=DEFAULT_VERSION, intra_op_threads=2) as c:
-        r = post_npy(c, hu, spacing=",".join(map(str, spacing)))
+        r = post_npy(c, hu, spacing=",".join(map(str, spacing)), clinical=json.dumps(CLINICAL))
     assert r.status_code == 200, r.text
     rads = r.json()["nodules"][0]["lung_rads"]
     basis = rads["basis"]
+    brock_size = r.json()["nodules"][0]["brock_inputs"]["size_mm"]
+    # Brock's longest diameter (16 mm true) reads the long axis in the section the size was taken in: more than
+    # the typical 1.1 times its mean diameter there
+    assert basis["diameter_mm"] * 1.25 < brock_size <= 16.5
     assert basis["nodule_type"] == "solid" and basis["elongation"] >= ELONGATED
     (flag,) = [n for n in rads["notes"] if "times longer than wide" in n]
     assert "measure the long and short axes by hand" in flag
