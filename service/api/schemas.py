@@ -119,7 +119,9 @@ class ClinicalInputs(BaseModel):
     nodule_count: int = Field(ge=1, le=200, description="nodules seen on the CT")
     upper_lobe: bool | list[bool] = Field(description="per nodule centre: in an upper lobe")
     spiculated: bool | list[bool] | None = Field(
-        None, description="optional, per nodule centre: a reader's judgement, which Brock takes over the model's flag"
+        None,
+        description="optional, per nodule centre: a reader's judgement, which Brock and the 4X suggestion take over "
+        "the model's flag",
     )
 
 

@@ -40,7 +40,7 @@ class PatientFactors:
     emphysema: bool
     nodule_count: int
     upper_lobe: bool
-    spiculated: bool | None = None  # a reader's judgement, when the request gives one; None: the model's flag
+    spiculated: bool | None = None  # a reader's judgement (Brock, 4X) when the request gives one; None: the model's
 
 
 def brock_logit(patient: PatientFactors, size_mm: float, nodule_type: str, spiculated: bool) -> float:

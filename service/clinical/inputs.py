@@ -4,7 +4,7 @@ needs about the patient, checked field by field with a precise 422 for each prob
     {"age": 63, "sex": "female", "family_history": false, "emphysema": true, "nodule_count": 2,
      "upper_lobe": [true, false]}       # one value per nodule centre, in order (a bare true/false for one nodule)
 
-Optionally "spiculated": [false, true], a reader's judgement per centre, which Brock then takes in place of the
+Optionally "spiculated": [false, true], a reader's judgement per centre, which Brock and the 4X suggestion take over the
 model's flag (the model finds a minority of the nodules readers call spiculated: the model card says how many).
 """
 

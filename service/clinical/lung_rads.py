@@ -255,10 +255,12 @@ def assess(
     spiculation_score: float,
     shape: Sections | None = None,
     solid_shape: Sections | None = None,
+    reader_spiculated: bool | None = None,
 ) -> Assessment:
     """Lung-RADS for the model's most probable type; other types it finds plausible are assessed alongside. The
     diameters are the model's axial ones; `shape` and `solid_shape` (the nodule's and its solid part's sections,
-    when the map shows them) scale them to the section where each is largest."""
+    when the map shows them) scale them to the section where each is largest. A reader's judgement of spiculation,
+    when given, decides the 4X suggestion in place of the model's score."""
     nodule_type = max(type_probabilities, key=lambda k: type_probabilities[k])
     axial = round_mean_diameter(diameter_mm)
     axial_solid = min(round_mean_diameter(max(solid_diameter_mm, 0.0)), axial)
@@ -285,12 +287,17 @@ def assess(
             other_code, _ = categorize(other, total, solid)
             if other_code != code:
                 alternatives.append({"nodule_type": other, "probability": round(float(p), 4), "category": other_code})
-    spiculated = is_spiculated(spiculation_score)
+    spiculated = is_spiculated(spiculation_score) if reader_spiculated is None else reader_spiculated
     suggest_4x = spiculated and code in ("3", "4A", "4B")
     if suggest_4x:
+        why = (
+            f"spiculation score {shown_score(spiculation_score):g} >= {SPICULATION_THRESHOLD:g}"
+            if reader_spiculated is None
+            else "judged spiculated by a reader (clinical.spiculated)"
+        )
         notes.append(
-            f"spiculation score {shown_score(spiculation_score):g} >= {SPICULATION_THRESHOLD:g}: a reader may upgrade "
-            "this category 3 or 4 nodule to 4X (additional features that increase the suspicion of lung cancer)"
+            f"{why}: a reader may upgrade this category 3 or 4 nodule to 4X (additional features that increase the "
+            "suspicion of lung cancer)"
         )
     return Assessment(
         category=CATEGORIES[code],

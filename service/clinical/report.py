@@ -148,7 +148,8 @@ def clinical_fields(
     solid = float(outputs[index.measurements][index.solid_diameter])
     spiculation = float(outputs[index.attributes][index.spiculation])
     shape, solid_shape = index.shapes(outputs, weighs_solid_component(types))
-    lung_rads = assess(types, diameter, solid, spiculation, shape, solid_shape)
+    reader_spiculated = patient.spiculated if patient is not None else None
+    lung_rads = assess(types, diameter, solid, spiculation, shape, solid_shape, reader_spiculated)
     fields: dict[str, Any] = {
         "measurements": _measurements(manifest, index, outputs),
         "malignancy": {k: _r(v) for k, v in zip(index.malignancy_labels, calibrated, strict=True)},

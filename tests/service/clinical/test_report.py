@@ -113,4 +113,8 @@ def test_brock_takes_a_readers_spiculation_over_the_models_flag(manifest):
     size, kind = by_reader["brock_inputs"]["size_mm"], by_reader["brock_inputs"]["nodule_type"]
     assert by_reader["brock_probability"] == round(brock_probability(PATIENT, size, kind, True), 6)
     assert by_reader["brock_probability"] > by_model["brock_probability"]
-    assert by_reader["lung_rads"] == by_model["lung_rads"]  # Lung-RADS reads the model's score either way
+    assert by_reader["lung_rads"]["category"] == by_model["lung_rads"]["category"] == "4A"  # 9 mm solid
+    assert by_reader["lung_rads"]["suggest_4x_review"] and not by_model["lung_rads"]["suggest_4x_review"]
+    assert any("judged spiculated by a reader" in n for n in by_reader["lung_rads"]["notes"])
+    not_by_reader = clinical_fields(manifest, index, outputs_row(2.8), replace(PATIENT, spiculated=False), None)
+    assert not not_by_reader["lung_rads"]["suggest_4x_review"]  # the reader's judgement over a high score
