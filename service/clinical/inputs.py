@@ -115,12 +115,12 @@ def parse_clinical(value: Any, nodules: int) -> tuple[list[PatientFactors], list
     warnings = []
     if not PANCAN_AGE[0] <= age <= PANCAN_AGE[1]:
         warnings.append(
-            f"age {age:g} is outside the {PANCAN_AGE[0]:g}-{PANCAN_AGE[1]:g} years of the PanCan cohort that Brock "
+            f"the age given is outside the {PANCAN_AGE[0]:g}-{PANCAN_AGE[1]:g} years of the PanCan cohort that Brock "
             "was derived on: its probability is an extrapolation"
         )
     if not SCREENING_AGE[0] <= age <= SCREENING_AGE[1]:
         warnings.append(
-            f"age {age:g} is outside the {SCREENING_AGE[0]:g}-{SCREENING_AGE[1]:g} years for whom lung cancer "
+            f"the age given is outside the {SCREENING_AGE[0]:g}-{SCREENING_AGE[1]:g} years for whom lung cancer "
             "screening is recommended (USPSTF 2021): Lung-RADS categories are for screening CT; an incidental nodule "
             "follows the Fleischner Society 2017 guidelines"
         )

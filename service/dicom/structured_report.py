@@ -65,7 +65,7 @@ REFERENCES = (
 WHEN_PRESENT = (
     "IssuerOfPatientID",
     "IssuerOfPatientIDQualifiersSequence",
-    "PatientIdentityRemoved",  # 1C: a de-identified source says so, and how
+    "PatientIdentityRemoved",  # a de-identified source says so (type 3), and how (1C once it does)
     "DeidentificationMethod",
     "DeidentificationMethodCodeSequence",
 )
@@ -192,6 +192,10 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
 
 
 def _most_probable_type(nodule: dict[str, Any]) -> str:
+    """The type Lung-RADS assessed (from the unrounded probabilities); without it, the most probable shown."""
+    rads = nodule.get("lung_rads")
+    if rads:
+        return rads["basis"]["nodule_type"]
     types = nodule["nodule_type"]
     return max(types, key=types.get)
 
@@ -206,7 +210,8 @@ class TextEvaluation(hd.sr.QualitativeEvaluation):
 
 def reader_notes(nodule: dict[str, Any]) -> list[str]:
     """What the JSON answer tells a reader beside the numbers, in the same words: the research-use notice, the
-    Lung-RADS management, the alternative types' categories, the category's notes and the nodule's warnings."""
+    Lung-RADS management, the alternative types' categories, the category's notes, what Brock's size and spiculation
+    rest on, and the nodule's warnings."""
     notes = [NOTICE]
     rads = nodule.get("lung_rads")
     if rads:
@@ -215,6 +220,12 @@ def reader_notes(nodule: dict[str, Any]) -> list[str]:
             kind = alt["nodule_type"].replace("_", "-")
             notes.append(f"if the nodule is {kind} (probability {alt['probability']:g}): category {alt['category']}")
         notes += rads["notes"]
+    brock = nodule.get("brock_inputs")
+    if brock:
+        notes.append(f"Brock size {brock['size_mm']:g} mm: {brock['size_definition']}")
+        notes.append(f"Brock spiculation: {brock['spiculated']} (from the {brock['spiculated_from']})")
+        if brock.get("spiculation_note"):
+            notes.append(f"Brock spiculation: {brock['spiculation_note']}")
     return notes + nodule["warnings"]
 
 
