@@ -211,6 +211,7 @@ class Assessment:
     axial_diameter_mm: float
     elongation: float | None
     spiculation_score: float
+    spiculated: bool  # the model's score at the threshold, or a reader's judgement when given
     suggest_4x_review: bool
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -310,6 +311,7 @@ def assess(
         axial_diameter_mm=axial,
         elongation=round(shape.elongation, 2) if shape else None,
         spiculation_score=float(spiculation_score),
+        spiculated=spiculated,
         suggest_4x_review=suggest_4x,
         alternatives=alternatives,
         notes=notes,

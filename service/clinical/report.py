@@ -11,7 +11,7 @@ import numpy as np
 
 from service.clinical.brock import PatientFactors, brock_probability
 from service.clinical.calibration import calibrated_positive, calibrated_row
-from service.clinical.features import SPICULATION_THRESHOLD, is_spiculated
+from service.clinical.features import SPICULATION_THRESHOLD
 from service.clinical.lung_rads import assess, weighs_solid_component
 from service.clinical.sections import TYPICAL_LONG_OVER_MEAN, Sections, longest_diameter, sections
 from service.runtime.manifest import Manifest
@@ -165,8 +165,7 @@ def clinical_fields(
         "brock_inputs": None,
     }
     if patient is not None:
-        by_model = patient.spiculated is None
-        spiculated = is_spiculated(spiculation) if patient.spiculated is None else patient.spiculated
+        by_model, spiculated = reader_spiculated is None, lung_rads.spiculated
         size = round(longest_diameter(lung_rads.diameter_mm, shape, lung_rads.plane), 1)
         fields["brock_probability"] = _r(brock_probability(patient, size, lung_rads.nodule_type, spiculated))
         fields["brock_inputs"] = {

@@ -3,10 +3,9 @@ one volumetric group (TID 1411) per nodule with its centre (a 3-D point in the s
 diameter (axial), a part-solid nodule's solid component, volume, the mean diameter in the largest section that the
 Lung-RADS category rests on, the calibrated probability that readers rate it malignant (and Brock's probability of
 cancer, when computed), type and Lung-RADS category, and the answer's caveats as text; the model is the observer
-device. Of the upload's patient and study
-modules, what DICOM requires is copied (names, IDs, birth date, sex, study date and numbers); nothing of them is
-logged. Nothing else of the source's header is carried over (see REFERENCES). Research use: the document is marked
-preliminary, unverified.
+device. Of the upload's patient and study modules, what DICOM requires is copied (names, IDs, birth date, sex, study
+date and numbers); nothing of them is logged. Nothing else of the source's header is carried over (see REFERENCES).
+Research use: the document is marked preliminary, unverified.
 """
 
 from __future__ import annotations
@@ -148,7 +147,19 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
             unit=codes.UCUM.Millimeter,
             derivation=codes.SCT.Mean,
             algorithm_id=algorithm,
-        ),
+        )
+    ]
+    if _most_probable_type(nodule) == "part_solid":  # what its Lung-RADS category rests on; others have none
+        out.append(
+            hd.sr.Measurement(
+                name=SOLID_DIAMETER,
+                value=m["solid_diameter_mm"],
+                unit=codes.UCUM.Millimeter,
+                derivation=codes.SCT.Mean,
+                algorithm_id=algorithm,
+            )
+        )
+    out += [
         hd.sr.Measurement(
             name=codes.SCT.Volume, value=m["volume_mm3"], unit=codes.UCUM.CubicMillimeter, algorithm_id=algorithm
         ),
@@ -160,17 +171,6 @@ def _measurements(nodule: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
             algorithm_id=algorithm,
         ),
     ]
-    if _most_probable_type(nodule) == "part_solid":  # what its Lung-RADS category rests on; others have none
-        out.insert(
-            1,
-            hd.sr.Measurement(
-                name=SOLID_DIAMETER,
-                value=m["solid_diameter_mm"],
-                unit=codes.UCUM.Millimeter,
-                derivation=codes.SCT.Mean,
-                algorithm_id=algorithm,
-            ),
-        )
     rads = nodule.get("lung_rads")
     if rads:  # the size the category rests on: the mean diameter in the section where the nodule is largest
         out.append(
