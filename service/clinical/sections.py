@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -90,25 +91,19 @@ class Sections:
 
 def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
     """The sections of one channel of the occupancy map (z, y, x), or None when it holds too little to measure."""
-    weights = _nodule_at_centre(
-        np.clip((occupancy - BACKGROUND) * (1.0 / (1.0 - BACKGROUND)), 0.0, 1.0, dtype=np.float64)
-    )
-    # The moments from the three 2-D projections: (z, y), (z, x) and (y, x).
-    zy, zx, yx = weights.sum(axis=2), weights.sum(axis=1), weights.sum(axis=0)
-    mass = float(zy.sum())
+    kept = _nodule_at_centre(np.clip((occupancy - BACKGROUND) * (1.0 / (1.0 - BACKGROUND)), 0.0, 1.0, dtype=np.float64))
+    if kept is None:  # nothing above the background (or not a number at all)
+        return None
+    weights, box = kept
+    # Mass, first and second moments at once: the 4 x 4 matrix sum_v w_v [1, z, y, x]^T [1, z, y, x] over the box.
+    grid = _positions_mm(occupancy.shape, float(voxel_mm))[box].reshape(-1, 4)
+    moments = (grid.T * weights.ravel()) @ grid
+    mass = float(moments[0, 0])
     if not mass >= MIN_VOXELS or not math.isfinite(mass):  # too little to measure, or not a number at all
         return None
-    z, y, x = (np.arange(n, dtype=np.float64) * voxel_mm for n in occupancy.shape)
-    per_axis = [(zy.sum(axis=1), z), (zy.sum(axis=0), y), (zx.sum(axis=0), x)]
-    mean = np.array([profile @ c for profile, c in per_axis]) / mass
-    second = np.empty((3, 3))
-    for i, (profile, c) in enumerate(per_axis):
-        second[i, i] = profile @ (c * c)
-    second[0, 1] = second[1, 0] = z @ zy @ y
-    second[0, 2] = second[2, 0] = z @ zx @ x
-    second[1, 2] = second[2, 1] = y @ yx @ x
+    mean = moments[0, 1:] / mass
     # Each voxel's fraction is spread over its cube, which adds voxel^2 / 12 to the variance along each axis.
-    covariance = second / mass - np.outer(mean, mean) + np.eye(3) * voxel_mm**2 / 12.0
+    covariance = moments[1:, 1:] / mass - np.outer(mean, mean) + np.eye(3) * voxel_mm**2 / 12.0
     # A solid ellipsoid with semi-axes a, b, c has variances a^2 / 5, b^2 / 5, c^2 / 5 along its axes:
     # it is {x : x^T A x <= 1} with A = (5 covariance)^-1, and its central section normal to axis k is the
     # ellipse given by A without row and column k, whose semi-axes are 1 / sqrt(eigenvalues).
@@ -123,37 +118,42 @@ def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
     return Sections(diameters, float(np.sqrt(variances[-1] / variances[0])), float(voxel_mm), long_over_mean)
 
 
+@lru_cache(maxsize=8)
+def _positions_mm(shape: tuple[int, ...], voxel_mm: float) -> np.ndarray:
+    """[1, z, y, x] for every voxel of a map of this shape (shape + (4,)), its centre in mm."""
+    axes = np.meshgrid(*(np.arange(n, dtype=np.float64) * voxel_mm for n in shape), indexing="ij")
+    grid = np.stack([np.ones(shape), *axes], axis=-1)
+    grid.flags.writeable = False  # shared by every later call
+    return grid
+
+
 _NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)  # voxels touching by a face, an edge or a corner are connected
 
 
-def _nodule_at_centre(weights: np.ndarray) -> np.ndarray:
-    """The map with only the connected part nearest its centre (where the request put the nodule): a second nodule
-    or a loose vessel in the field of view is not part of this one's shape."""
+def _nodule_at_centre(weights: np.ndarray) -> tuple[np.ndarray, tuple[slice, ...]] | None:
+    """The connected part of the map nearest its centre (where the request put the nodule), cut to the box around
+    what is occupied, and that box (None: nothing is occupied). A second nodule or a loose vessel in the field of
+    view is not part of this one's shape."""
     occupied = weights > 0
     box = _bounding_box(occupied)
     if box is None:
-        return weights
-    # Labelling costs per voxel: only the box around what is occupied (a fraction of the map for most nodules).
+        return None
+    # Labelling costs per voxel: only the box (a fraction of the map for most nodules).
     labels, count = ndimage.label(occupied[box], structure=_NEIGHBOURS)
     if count <= 1:
-        return weights
+        return weights[box], box
     corner = np.array([s.start for s in box])
     voxels = np.argwhere(labels)
     nearest = voxels[np.argmin(((voxels + corner - (np.array(weights.shape) - 1) / 2.0) ** 2).sum(axis=1))]
-    kept = np.zeros_like(weights)
-    kept[box] = np.where(labels == labels[tuple(nearest)], weights[box], 0.0)
-    return kept
+    return np.where(labels == labels[tuple(nearest)], weights[box], 0.0), box
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box holding every true voxel of a 3-D mask (None: none is true)."""
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
+    indices = np.nonzero(mask)
+    if indices[0].size == 0:
+        return None
+    return tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
 
 
 def _semi_axes(a: float, b: float, c: float) -> tuple[float, float]:
