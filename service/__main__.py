@@ -7,7 +7,10 @@ import os
 # numpy's BLAS threads would fight onnxruntime's for the same cores; preprocessing runs in its own thread pool.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import logging  # noqa: E402
+
 from service import logs  # noqa: E402
+from service.auth import KeyConfigError  # noqa: E402
 from service.config import get_settings  # noqa: E402
 from service.main import create_app  # noqa: E402
 from service.server import guarded_protocol, serve  # noqa: E402
@@ -16,7 +19,11 @@ from service.server import guarded_protocol, serve  # noqa: E402
 def main() -> None:
     settings = get_settings()
     logs.configure(settings.log_level, json_format=settings.log_format == "json")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except KeyConfigError as exc:  # one log line that says what to fix, not a traceback; exit 2: configuration
+        logging.getLogger("resmtnet").error("cannot start: %s", exc)
+        raise SystemExit(2) from None
     rejections = app.state.service.metrics.rejections
     serve(
         app,

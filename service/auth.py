@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import sys
@@ -39,12 +40,16 @@ class Verdict:
     reason: str
 
 
+class KeyConfigError(ValueError):
+    """The configured keys cannot be used: the service must not start (rather than start open or half-configured)."""
+
+
 class KeyStore:
     def __init__(self, keys: list[ApiKey]) -> None:
         ids = [k.key_id for k in keys]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
-            raise ValueError(f"API key ids must be unique; repeated: {', '.join(duplicates)}")
+            raise KeyConfigError(f"API key ids must be unique; repeated: {', '.join(duplicates)}")
         self.keys = keys
 
     @property
@@ -53,10 +58,27 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, entries: str, file: Path | None) -> KeyStore:
-        lines = [e for e in entries.split(",")]
+        """The keys of RESMTNET_API_KEYS and RESMTNET_API_KEYS_FILE. A key file that cannot be read, or holds no
+        entry (an empty placeholder, a Secret made from the wrong file), stops the start: whoever configured one
+        meant the service to ask for keys, and must not find it open to every client."""
+        keys = _entries(entries.split(","))
         if file is not None:
-            lines += file.read_text().splitlines()
-        return cls([parse_entry(line) for line in lines if line.strip() and not line.lstrip().startswith("#")])
+            try:
+                text = file.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise KeyConfigError(
+                    f"cannot read the API key file {file} ({reason}); the service runs as uid {os.getuid()}, "
+                    "which must be able to read it"
+                ) from None
+            from_file = _entries(text.splitlines())
+            if not from_file:
+                raise KeyConfigError(
+                    f"the API key file {file} holds no key entry; add '<key id>:sha256:<hex>' lines "
+                    "(python -m service.auth new <key id>), or unset RESMTNET_API_KEYS_FILE to serve without keys"
+                )
+            keys += from_file
+        return cls(keys)
 
     def check(self, authorization: str | None) -> Verdict:
         """Verdict for an Authorization header value."""
@@ -78,10 +100,15 @@ class KeyStore:
         return Verdict(match.key_id, True, "ok")
 
 
+def _entries(lines: list[str]) -> list[ApiKey]:
+    """The entries of these lines; blank lines and # comments are skipped."""
+    return [parse_entry(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def parse_entry(line: str) -> ApiKey:
     found = _ENTRY.fullmatch(line.strip())
     if found is None:
-        raise ValueError("an API key entry must read '<key id>:sha256:<64 hex digits>[:revoked]'")
+        raise KeyConfigError("an API key entry must read '<key id>:sha256:<64 hex digits>[:revoked]'")
     return ApiKey(found["id"], bytes.fromhex(found["hash"]), bool(found["revoked"]))
 
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from service.auth import KeyStore, new_key, parse_entry
+from service.auth import KeyConfigError, KeyStore, new_key, parse_entry
 
 
 def entry(key_id: str, key: str, revoked: bool = False) -> str:
@@ -50,6 +50,27 @@ def test_keys_file_with_comments_and_env_entries_combine(tmp_path):
     assert store.check("Bearer beta-key").key_id == "portal-b"
     assert store.check("Bearer alpha-key").key_id == "portal-a"
     assert not KeyStore.from_settings("", None).enabled
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# api keys\n# none yet\n"])
+def test_a_key_file_without_an_entry_stops_the_start_instead_of_letting_everyone_in(tmp_path, content):
+    keys_file = tmp_path / "api_keys"
+    keys_file.write_text(content)
+    with pytest.raises(KeyConfigError, match=r"api_keys holds no key entry"):
+        KeyStore.from_settings("", keys_file)
+    with pytest.raises(KeyConfigError, match="holds no key entry"):  # keys from the environment do not excuse it
+        KeyStore.from_settings(entry("portal-a", "alpha-key"), keys_file)
+
+
+def test_a_key_file_that_cannot_be_read_stops_the_start_with_its_name(tmp_path):
+    with pytest.raises(KeyConfigError, match=r"cannot read the API key file .*missing \(No such file"):
+        KeyStore.from_settings("", tmp_path / "missing")
+    with pytest.raises(KeyConfigError, match=r"cannot read .*\(Is a directory\).*uid"):
+        KeyStore.from_settings("", tmp_path)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(KeyConfigError, match="UnicodeDecodeError"):
+        KeyStore.from_settings("", binary)
 
 
 @pytest.mark.parametrize(
