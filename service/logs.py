@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line, the request id on every line logged while a request is handled, and
-one audit record per prediction. Nothing from a request's content (and so nothing from a DICOM header) is logged:
-only ids the service made, the client's key id, sizes, outcomes and durations."""
+one audit record per prediction and per refused key. Nothing from a request's content (and so nothing from a DICOM
+header) is logged: only ids the service made, the client's key id and address, the request id an ingress or portal
+sent (when it is one), sizes, outcomes and durations."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ audit_log.setLevel(logging.INFO)  # the audit trail does not depend on the log l
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a record carries beyond its message: the request id of the request being handled, and the caller's
+    `extra` fields (every field of an audit record)."""
+    fields: dict[str, Any] = {}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")})
+    return fields
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -25,22 +37,30 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **_fields(record),
         }
-        request_id = request_id_var.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """RESMTNET_LOG_FORMAT=text: time, level, logger and message, then the same fields as the JSON lines, as
+    key=value pairs (an audit record keeps everything it has in JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        fields = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in _fields(record).items())
+        return f"{line} {fields}" if fields else line
+
+
 def configure(level: str, json_format: bool = True) -> None:
     """Route the service's, uvicorn's and the root logger's records through one handler on stderr."""
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -52,8 +72,11 @@ def configure(level: str, json_format: bool = True) -> None:
 
 def audit(
     *,
+    event: str,
     request_id: str,
     key_id: str | None,
+    client: str | None,
+    upstream_request_id: str | None,
     route: str,
     status: int,
     duration_ms: float,
@@ -61,13 +84,18 @@ def audit(
     input_kind: str | None,
     nodules: int | None,
 ) -> None:
-    """One record per prediction request, whatever its outcome."""
+    """One record per prediction request whatever its outcome ("prediction"), and per request on any other route
+    refused for its API key ("access_denied"). `client` is the peer's address (X-Forwarded-For's when the peer is
+    a proxy uvicorn trusts: 127.0.0.1, or those in FORWARDED_ALLOW_IPS); `upstream_request_id`, a well-formed
+    X-Request-ID the request came with (an ingress's or a portal's), to join their logs to this one."""
     audit_log.info(
-        "prediction",
+        event,
         extra={
             "event": "audit",
             "request_id": request_id,
+            "upstream_request_id": upstream_request_id,
             "key_id": key_id,
+            "client": client,
             "route": route,
             "status": status,
             "outcome": "ok" if status < 400 else ("client_error" if status < 500 else "server_error"),

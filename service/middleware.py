@@ -15,6 +15,7 @@ from service.metrics import Metrics
 from service.server import Drain
 
 V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
+UPSTREAM_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/infer"})
 # The latency histogram's input label: a CT series' time includes its upload (seconds over a slow link), so
 # alerts on patch latency must be able to leave it out.
@@ -165,18 +166,24 @@ class ServiceMiddleware:
             kind = INPUT_LABELS.get(scope.get("state", {}).get("input_kind"), "none")
             self.metrics.request_seconds.labels(**labels, input=kind).observe(elapsed)
             if route in PREDICTION_ROUTES:
-                _audit(scope, request_id, route, status, elapsed)
+                _audit(scope, "prediction", request_id, route, status, elapsed)
+            elif status in (401, 403):  # a refused key on any other route leaves a trace too
+                _audit(scope, "access_denied", request_id, route, status, elapsed)
             request_id_var.reset(context)
 
 
-def _audit(scope: Scope, request_id: str, route: str, status: int, elapsed: float) -> None:
-    """The audit record of one prediction request, from what the service itself knows about it."""
+def _audit(scope: Scope, event: str, request_id: str, route: str, status: int, elapsed: float) -> None:
+    """The audit record of one request, from what the service itself knows about it."""
     state = scope.get("state", {})
     service = getattr(getattr(scope.get("app"), "state", None), "service", None)
     model = getattr(service, "model", None)
+    client = scope.get("client")
     audit(
+        event=event,
         request_id=request_id,
         key_id=state.get("key_id"),
+        client=client[0] if client else None,
+        upstream_request_id=_upstream_request_id(scope),
         route=route,
         status=status,
         duration_ms=elapsed * 1000,
@@ -184,6 +191,15 @@ def _audit(scope: Scope, request_id: str, route: str, status: int, elapsed: floa
         input_kind=state.get("input_kind"),
         nodules=state.get("nodules"),
     )
+
+
+def _upstream_request_id(scope: Scope) -> str | None:
+    """The request's own X-Request-ID when it looks like one (letters, digits and ._:- only, at most 128), else
+    None: anything else a client sends there is not written to the log."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode("ascii") if UPSTREAM_REQUEST_ID.fullmatch(value) else None
+    return None
 
 
 def _chunked(scope: Scope) -> bool:

@@ -17,6 +17,7 @@ from service.runtime.store import ModelEntry
 log = logging.getLogger("resmtnet")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+ORT_ERROR = 3  # onnxruntime's log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 # What a CUDA session needs loaded, by the names tried in order, and the function that reports each one's version.
 CUDA_LIBRARIES = (
     ("CUDA driver", ("libcuda.so.1",), "cuDriverGetVersion"),
@@ -92,6 +93,10 @@ def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, sp
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    # onnxruntime writes its own (coloured, not JSON) lines to stderr: only its errors, never its warnings, may
+    # break the one-JSON-object-per-line log; what an operator must know, the provider check reports.
+    ort.set_default_logger_severity(ORT_ERROR)
+    options.log_severity_level = ORT_ERROR
     requested = _providers(provider)
     if CUDA in requested:
         preload_cuda_libraries()

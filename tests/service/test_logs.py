@@ -1,7 +1,7 @@
 import json
 import logging
 
-from service.logs import JsonFormatter, configure, request_id_var
+from service.logs import JsonFormatter, TextFormatter, configure, request_id_var
 from tests.service.api.conftest import make_client, npy
 
 
@@ -21,6 +21,17 @@ def test_json_lines_carry_the_request_id_while_a_request_is_handled():
         request_id_var.reset(token)
     assert line["request_id"] == "abc123" and line["message"] == "working" and line["batch"] == 4
     assert line["level"] == "info" and line["logger"] == "resmtnet" and line["time"].endswith("+00:00")
+
+
+def test_text_lines_keep_every_field_of_the_json_ones():
+    token = request_id_var.set("abc123")
+    try:
+        line = TextFormatter().format(record("prediction", event="audit", key_id="portal-a", status=200, nodules=None))
+    finally:
+        request_id_var.reset(token)
+    assert " INFO resmtnet prediction " in line
+    assert line.endswith('request_id="abc123" event="audit" key_id="portal-a" status=200 nodules=null')
+    assert TextFormatter().format(record("idle")).endswith("INFO resmtnet idle")
 
 
 def test_configure_sends_uvicorn_through_the_json_handler(capsys):
