@@ -28,9 +28,12 @@ COPY --from=cpu-build /opt/venv /opt/venv
 WORKDIR /app
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 COPY model_store /app/model_store
+# The user has no home and the root filesystem may be read-only: HOME is /tmp. onnxruntime's telemetry stays off
+# (the service sets it too): no device id written, no look-up of Microsoft's collector from a hospital network.
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     RESMTNET_HOST=0.0.0.0 RESMTNET_PORT=8000 RESMTNET_MODEL_STORE=/app/model_store \
-    RESMTNET_PROVIDER=cpu RESMTNET_MAX_DELAY_MS=0
+    RESMTNET_PROVIDER=cpu RESMTNET_MAX_DELAY_MS=0 \
+    HOME=/tmp ORT_DISABLE_TELEMETRY=1
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
@@ -85,7 +88,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     RESMTNET_HOST=0.0.0.0 RESMTNET_PORT=8000 RESMTNET_MODEL_STORE=/app/model_store \
     RESMTNET_PROVIDER=cuda RESMTNET_MAX_DELAY_MS=2 \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    HOME=/tmp CUDA_CACHE_PATH=/tmp/cuda-cache
+    HOME=/tmp CUDA_CACHE_PATH=/tmp/cuda-cache ORT_DISABLE_TELEMETRY=1
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 LATENCY_BUCKETS = (
     0.002,
@@ -22,6 +22,9 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
+# A stage (queue wait, preprocessing, one run on a GPU) takes well under a millisecond when all is well: its
+# histograms start at 0.1 ms, or every observation would fall in the first bucket and p95 would read 1.9 ms.
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, *LATENCY_BUCKETS)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512)
 
 
@@ -30,6 +33,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # process_* (resident memory, start time, open files, CPU) and python_info: what shows a container
+        # nearing its memory limit, or restarting between two scrapes, where no cAdvisor runs (docker compose).
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         self.requests = Counter(
             "resmtnet_http_requests_total",
             "HTTP requests by route and status",
@@ -47,19 +54,19 @@ class Metrics:
         self.queue_seconds = Histogram(
             "resmtnet_queue_wait_seconds",
             "time a patch waited for its batch to start",
-            buckets=LATENCY_BUCKETS,
+            buckets=STAGE_BUCKETS,
             registry=registry,
         )
         self.preprocess_seconds = Histogram(
             "resmtnet_preprocess_seconds",
             "parsing, resampling and windowing per request",
-            buckets=LATENCY_BUCKETS,
+            buckets=STAGE_BUCKETS,
             registry=registry,
         )
         self.inference_seconds = Histogram(
             "resmtnet_inference_seconds",
             "one onnxruntime run per batch",
-            buckets=LATENCY_BUCKETS,
+            buckets=STAGE_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(

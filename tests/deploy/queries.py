@@ -21,7 +21,8 @@ SUFFIXES = {
     "info": ("_info",),
 }
 BUILTIN_SERIES = {"up": "gauge"}  # written by Prometheus for every target, not by the service
-TARGET_LABELS = {"instance", "job"}  # attached by Prometheus at scrape time
+# attached by Prometheus at scrape time (app_kubernetes_io_name: the pod's label, or prometheus.yml's for compose)
+TARGET_LABELS = {"instance", "job", "app_kubernetes_io_name"}
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$instance": ".*"}
 LABEL_VALUES = re.compile(r"^label_values\((?P<metric>[^,)]+)(,\s*\w+)?\)$")
