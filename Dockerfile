@@ -54,11 +54,15 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt constraints-gpu.txt ./
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c constraints-gpu.txt ".[gpu]" \
+# onnxruntime-gpu alone, not the gpu extra: its nvidia-* CUDA and cuDNN wheels are for hosts with only a driver (make
+# run). Here the base image has both, so the image holds one CUDA stack, the one the runtime stage's check tests.
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c constraints-gpu.txt . \
         "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
-    && /opt/venv/bin/python -c "import onnxruntime as ort, sys; \
+    && /opt/venv/bin/python -c "import importlib.util, onnxruntime as ort, sys; \
 assert ort.__version__ == sys.argv[1], ort.__version__; \
-assert 'CUDAExecutionProvider' in ort.get_available_providers()" "${ONNXRUNTIME_GPU_VERSION}"
+assert 'CUDAExecutionProvider' in ort.get_available_providers(); \
+assert importlib.util.find_spec('nvidia') is None, 'a second CUDA stack (nvidia-* wheels)'" \
+        "${ONNXRUNTIME_GPU_VERSION}"
 
 # ---- gpu: runtime (the default target) -----------------------------------------------------------------------------
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-ubuntu${UBUNTU_VERSION} AS gpu

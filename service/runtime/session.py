@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,9 +65,10 @@ def _providers(setting: str) -> list[str]:
 
 def preload_cuda_libraries() -> None:
     """Load CUDA and cuDNN from the nvidia-* wheels that onnxruntime-gpu[cuda,cudnn] installs (make run on a host
-    with only the NVIDIA driver); a no-op where the libraries come from the system, as in the CUDA base image."""
+    with only the NVIDIA driver); a no-op where those wheels are absent and the libraries come from the system, as
+    in the GPU image."""
     preload = getattr(ort, "preload_dlls", None)
-    if preload is None:
+    if preload is None or importlib.util.find_spec("nvidia") is None:
         return
     try:
         preload()

@@ -65,6 +65,8 @@ def test_the_image_checks_cudnn_and_the_cuda_provider_libraries_at_build_time(do
     assert "libcudnn.so.${CUDNN_MAJOR} " in run and "libonnxruntime_providers_cuda.so" in run and "not found" in run
     build = " ".join(dockerfile.stage("gpu-build").all("RUN"))
     assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"' in build and "CUDAExecutionProvider" in build
+    # one CUDA stack, the base image's that the check above tests: not the gpu extra's nvidia-* wheels as well
+    assert ".[gpu]" not in build and "find_spec('nvidia') is None" in build
 
 
 @pytest.mark.parametrize("name", ["cpu-build", "gpu-build"])
