@@ -29,8 +29,10 @@ endef
 .PHONY: run test train bench bench-cuda bench-dicom soak lint clean promtool dcmtk constraints
 
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null || { \
+	  echo "Python 3.11 or newer is needed; $(PYTHON) is $$($(PYTHON) --version 2>&1). Install it (Debian/Ubuntu:" \
+	  "python3.11 and python3.11-venv) and run: make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV) && $(PIP) install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
 
 # Serving: no torch. Every install takes the tested versions in constraints.txt.
 $(VENV)/.serve-$(RUNTIME): pyproject.toml constraints.txt constraints-gpu.txt | $(VENV)/bin/python
