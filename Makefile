@@ -30,7 +30,8 @@ endef
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null || { \
-	  echo "Python 3.11 or newer is needed; $(PYTHON) is $$($(PYTHON) --version 2>&1). Install it (Debian/Ubuntu:" \
+	  echo "Python 3.11 or newer is needed; $(PYTHON) is" \
+	  "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo not installed). Install it (Debian/Ubuntu:" \
 	  "python3.11 and python3.11-venv) and run: make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV) && $(PIP) install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
 

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, the request id on every line logged while a request is handled, and
 one audit record per prediction and per refused key. Nothing from a request's content (and so nothing from a DICOM
 header) is logged: only ids the service made, the client's key id and address, the request id an ingress or portal
-sent (when it is one), sizes, outcomes and durations."""
+sent (only when it is a UUID or 32 hex digits), sizes, outcomes and durations."""
 
 from __future__ import annotations
 
@@ -84,10 +84,10 @@ def audit(
     input_kind: str | None,
     nodules: int | None,
 ) -> None:
-    """One record per prediction request whatever its outcome ("prediction"), and per request on any other route
-    refused for its API key ("access_denied"). `client` is the peer's address (X-Forwarded-For's when the peer is
-    a proxy uvicorn trusts: 127.0.0.1, or those in FORWARDED_ALLOW_IPS); `upstream_request_id`, a well-formed
-    X-Request-ID the request came with (an ingress's or a portal's), to join their logs to this one."""
+    """One record per request refused for its API key, on any route ("access_denied"), and per other prediction
+    request whatever its outcome ("prediction"). `client` is the peer's address (X-Forwarded-For's when the peer is
+    a proxy uvicorn trusts: 127.0.0.1, or those in FORWARDED_ALLOW_IPS); `upstream_request_id`, the X-Request-ID
+    the request came with when it is an ingress's (a UUID or 32 hex digits), to join their logs to this one."""
     audit_log.info(
         event,
         extra={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 import uuid
@@ -15,7 +16,9 @@ from service.metrics import Metrics
 from service.server import Drain
 
 V2_ROUTES = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
-UPSTREAM_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+# An ingress's or tracer's request id: a UUID (Envoy, most tracers) or 32 hex digits (nginx's $request_id). Nothing
+# freer: a portal could put a record number or a name there, and this value is written to the audit log.
+UPSTREAM_REQUEST_ID = re.compile(rb"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 PREDICTION_ROUTES = frozenset({"/predict", "/v1/predict", "/v2/models/{name}/infer"})
 # The latency histogram's input label: a CT series' time includes its upload (seconds over a slow link), so
 # alerts on patch latency must be able to leave it out.
@@ -165,10 +168,10 @@ class ServiceMiddleware:
             self.metrics.requests.labels(**labels).inc()
             kind = INPUT_LABELS.get(scope.get("state", {}).get("input_kind"), "none")
             self.metrics.request_seconds.labels(**labels, input=kind).observe(elapsed)
-            if route in PREDICTION_ROUTES:
-                _audit(scope, "prediction", request_id, route, status, elapsed)
-            elif status in (401, 403):  # a refused key on any other route leaves a trace too
+            if status in (401, 403):  # a refused key, on any route
                 _audit(scope, "access_denied", request_id, route, status, elapsed)
+            elif route in PREDICTION_ROUTES:
+                _audit(scope, "prediction", request_id, route, status, elapsed)
             request_id_var.reset(context)
 
 
@@ -177,12 +180,11 @@ def _audit(scope: Scope, event: str, request_id: str, route: str, status: int, e
     state = scope.get("state", {})
     service = getattr(getattr(scope.get("app"), "state", None), "service", None)
     model = getattr(service, "model", None)
-    client = scope.get("client")
     audit(
         event=event,
         request_id=request_id,
         key_id=state.get("key_id"),
-        client=client[0] if client else None,
+        client=_client_address(scope),
         upstream_request_id=_upstream_request_id(scope),
         route=route,
         status=status,
@@ -193,9 +195,19 @@ def _audit(scope: Scope, event: str, request_id: str, route: str, status: int, e
     )
 
 
+def _client_address(scope: Scope) -> str | None:
+    """The peer's IP address; None when it is not one. Behind a trusted proxy uvicorn copies X-Forwarded-For's text
+    there unchecked, and only an address may reach the log."""
+    client = scope.get("client")
+    try:
+        return str(ipaddress.ip_address(client[0])) if client else None
+    except ValueError:
+        return None
+
+
 def _upstream_request_id(scope: Scope) -> str | None:
-    """The request's own X-Request-ID when it looks like one (letters, digits and ._:- only, at most 128), else
-    None: anything else a client sends there is not written to the log."""
+    """The request's own X-Request-ID when it is an ingress's (UPSTREAM_REQUEST_ID), else None: anything else a
+    client sends there is not written to the log."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             return value.decode("ascii") if UPSTREAM_REQUEST_ID.fullmatch(value) else None

@@ -90,7 +90,10 @@ class Sections:
 
 
 def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
-    """The sections of one channel of the occupancy map (z, y, x), or None when it holds too little to measure."""
+    """The sections of one channel of the occupancy map (z, y, x); None when it holds too little to measure or a
+    value that is not a number."""
+    if np.isnan(occupancy).any():
+        return None
     kept = _nodule_at_centre(np.clip((occupancy - BACKGROUND) * (1.0 / (1.0 - BACKGROUND)), 0.0, 1.0, dtype=np.float64))
     if kept is None:  # nothing above the background (or not a number at all)
         return None

@@ -87,8 +87,8 @@ def _check_shapes(declared: list[TensorSpec], actual: list, kind: str) -> None:
             raise SessionError(f"{kind} {spec.name}: model shape {shape}, manifest shape {spec.shape}")
 
 
-def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, spinning: bool = True) -> ModelSession:
-    """Create the session; verify tensors against the manifest and report which provider is really active."""
+def session_options(intra_op_threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
+    """The service's session options: full graph optimisation, one run at a time, these intra-op threads."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -99,6 +99,12 @@ def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, sp
     # break the one-JSON-object-per-line log; what an operator must know, the provider check reports.
     ort.set_default_logger_severity(ORT_ERROR)
     options.log_severity_level = ORT_ERROR
+    return options
+
+
+def open_session(entry: ModelEntry, provider: str, intra_op_threads: int = 0, spinning: bool = True) -> ModelSession:
+    """Create the session; verify tensors against the manifest and report which provider is really active."""
+    options = session_options(intra_op_threads, spinning)
     requested = _providers(provider)
     if CUDA in requested:
         preload_cuda_libraries()

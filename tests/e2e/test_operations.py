@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 KEY = "rmt_operations-test-key"
 ENTRY = f"portal-a:sha256:{hashlib.sha256(KEY.encode()).hexdigest()}"
+UPSTREAM_ID = "0b5f3c1e-8d2a-4f6b-9c47-2e81d5a0f3b9"  # an ingress's request id (Envoy's are UUIDs)
 
 
 def test_the_log_is_json_lines_with_an_audit_trail_and_nothing_is_written_under_home(
@@ -28,6 +29,10 @@ def test_the_log_is_json_lines_with_an_audit_trail_and_nothing_is_written_under_
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))  # onnxruntime's telemetry would write its device id here
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))  # or here, where set
+    monkeypatch.delenv(
+        "ORT_DISABLE_TELEMETRY", raising=False
+    )  # set in this process (it imported service): the server must set it
     log = tmp_path / "server.log"
     with running_server(tiny_store, log, api_keys=ENTRY) as running:
         auth = {"Authorization": f"Bearer {KEY}"}
@@ -35,11 +40,11 @@ def test_the_log_is_json_lines_with_an_audit_trail_and_nothing_is_written_under_
             f"{running.url}/predict",
             files={"patch": ("p.npy", npy(hu_patch))},
             data={"spacing": "1,1,1"},
-            headers={**auth, "X-Request-ID": "ingress-7f3a.42"},
+            headers={**auth, "X-Request-ID": UPSTREAM_ID},
             timeout=60,
         )
         denied = httpx.get(f"{running.url}/v1/models", headers={"Authorization": "Bearer wrong"})
-        odd_id = httpx.get(f"{running.url}/v1/models", headers={"X-Request-ID": "Doe^John 1970"})
+        odd_id = httpx.get(f"{running.url}/predict", headers={"X-Request-ID": "MRN-0012345678"})
         assert (ok.status_code, denied.status_code, odd_id.status_code) == (200, 401, 401)
         running.proc.terminate()
         running.proc.wait(timeout=30)
@@ -48,11 +53,13 @@ def test_the_log_is_json_lines_with_an_audit_trail_and_nothing_is_written_under_
     audits = {r["request_id"]: r for r in records if r.get("event") == "audit"}
     prediction = audits[ok.headers["x-request-id"]]
     assert prediction["message"] == "prediction" and prediction["key_id"] == "portal-a"
-    assert prediction["client"] == "127.0.0.1" and prediction["upstream_request_id"] == "ingress-7f3a.42"
+    assert prediction["client"] == "127.0.0.1" and prediction["upstream_request_id"] == UPSTREAM_ID
     refused = audits[denied.headers["x-request-id"]]
     assert refused["message"] == "access_denied" and refused["route"] == "/v1/models" and refused["status"] == 401
-    assert audits[odd_id.headers["x-request-id"]]["upstream_request_id"] is None  # not an id: not logged
-    assert "Doe^John" not in log.read_text()
+    refused_predict = audits[odd_id.headers["x-request-id"]]
+    assert refused_predict["message"] == "access_denied" and refused_predict["route"] == "/predict"
+    assert refused_predict["upstream_request_id"] is None  # not an ingress's id: not logged
+    assert "0012345678" not in log.read_text()
     assert list(home.iterdir()) == []
 
 

@@ -3,6 +3,9 @@
 import socket
 import time
 
+import pytest
+
+from service.middleware import _client_address, _upstream_request_id
 from tests.e2e.servers import server
 from tests.service.api.conftest import make_client, npy
 
@@ -165,3 +168,29 @@ def test_a_client_waiting_for_100_continue_is_not_left_waiting_on_an_open_connec
             "/predict", content=b"x" * 200, headers={"content-type": "text/plain", "expect": "100-continue"}
         )
     assert r.status_code == 415 and r.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    ("client", "logged"),
+    [(("10.0.0.7", 51000), "10.0.0.7"), (("::1", 51000), "::1"), (("Doe^John 1970-01-01", 0), None), (None, None)],
+)
+def test_only_an_address_is_logged_as_the_client(client, logged):
+    """Behind a trusted proxy uvicorn copies X-Forwarded-For's text into the client unchecked."""
+    assert _client_address({"client": client}) == logged
+
+
+@pytest.mark.parametrize(
+    ("header", "logged"),
+    [
+        (b"0b5f3c1e8d2a4f6b9c472e81d5a0f3b9", True),  # nginx's $request_id
+        (b"0b5f3c1e-8d2a-4f6b-9c47-2e81d5a0f3b9", True),  # Envoy's, most tracers'
+        (b"MRN-0012345678", False),
+        (b"1234567890123456", False),  # a record number is no request id
+        (b"Doe.John.19700101", False),
+        (b"0b5f3c1e8d2a4f6b9c472e81d5a0f3b9\n", False),
+        ("0b5f3c1e-8d2a-4f6b-9c47-2e81d5a0f3b\u00e9".encode(), False),
+    ],
+)
+def test_only_an_ingress_request_id_is_logged(header, logged):
+    found = _upstream_request_id({"headers": [(b"x-request-id", header)]})
+    assert found == (header.decode() if logged else None)

@@ -101,6 +101,9 @@ def test_degenerate_maps_do_not_raise():
     assert np.isfinite(flat.elongation) and flat.elongation > 10 and flat.largest == "axial"
     assert sections(np.ones((16, 16, 16), dtype=np.float32), 2.5).factor == pytest.approx(1.0)
     assert sections(np.full((16, 16, 16), np.nan, dtype=np.float32), 2.5) is None
+    stray = one.copy()
+    stray[0, 0, 0] = np.nan  # far from what is occupied: still not a map to measure
+    assert sections(stray, 2.5) is None
     assert sections(np.where(one > 0, np.inf, 0).astype(np.float32), 2.5) == single  # clipped to a full voxel
 
 

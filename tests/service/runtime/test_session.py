@@ -1,7 +1,9 @@
 import importlib.util
 import logging
 
+import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 from service.runtime import session
 
@@ -41,3 +43,28 @@ def test_without_the_nvidia_wheels_the_systems_libraries_are_left_to_onnxruntime
 def test_preloading_is_skipped_by_an_onnxruntime_without_it(monkeypatch):
     monkeypatch.delattr(ort, "preload_dlls", raising=False)
     session.preload_cuda_libraries()  # nothing to call, nothing raised
+
+
+def model_with_an_unused_initializer() -> bytes:
+    """y = x, with a constant no node reads: onnxruntime warns that it removes it."""
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [value("x", TensorProto.FLOAT, [1])],
+        [value("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.zeros(3, np.float32), "unused")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_onnxruntimes_own_warnings_stay_out_of_the_json_log(capfd):
+    model = model_with_an_unused_initializer()
+    warnings = ort.SessionOptions()
+    warnings.log_severity_level = 2  # onnxruntime's default: its warnings too, each a coloured line on stderr
+    ort.InferenceSession(model, sess_options=warnings, providers=["CPUExecutionProvider"])
+    assert "Removing initializer 'unused'" in capfd.readouterr().err
+    ort.InferenceSession(model, sess_options=session.session_options(1), providers=["CPUExecutionProvider"])
+    assert capfd.readouterr().err == ""
