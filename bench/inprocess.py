@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.runtime.cpus import affinity_mask, pin_this_thread
 from service.runtime.session import CPU, CUDA, preload_cuda_libraries
 
 
@@ -53,8 +54,11 @@ def measure(session: ort.InferenceSession, batch: int, size: int, seconds: float
     }
 
 
-def measure_parallel(model: Path, sessions: int, batch: int, size: int, seconds: float = 5.0) -> dict[str, float]:
-    """Patches per second of `sessions` single-threaded sessions running side by side (as the service's workers)."""
+def measure_parallel(
+    model: Path, sessions: int, batch: int, size: int, seconds: float = 5.0, pinned: bool = False
+) -> dict[str, float]:
+    """Patches per second of `sessions` single-threaded sessions running side by side (as the service's workers),
+    with `pinned` each thread on a CPU of its own (as the service pins them, RESMTNET_PIN_SESSIONS)."""
     import threading
 
     pool = [open_session(model, 1) for _ in range(sessions)]
@@ -65,7 +69,11 @@ def measure_parallel(model: Path, sessions: int, batch: int, size: int, seconds:
     counts = [0] * sessions
     stop = time.perf_counter() + seconds
 
+    cpus = affinity_mask()
+
     def loop(i: int) -> None:
+        if pinned and cpus:
+            pin_this_thread(cpus[i % len(cpus)])
         while time.perf_counter() < stop:
             pool[i].run(None, {name: x})
             counts[i] += 1

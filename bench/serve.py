@@ -149,7 +149,7 @@ def measure_ceiling(
 ) -> list[dict]:
     """onnxruntime in-process on this model: one session with all the threads (the layout a lone request gets) at
     the ceiling's batch sizes, and on CPU, with all cores, as many single-threaded sessions side by side (on CUDA the
-    service keeps one session per GPU)."""
+    service keeps one session per GPU), unpinned and each on a CPU of its own."""
     session = open_session(model, threads, provider)
     batches = ceiling_batches(provider, max_batch)
     rows = [{"layout": "1 session", **measure(session, b, size, seconds)} for b in batches]
@@ -157,7 +157,11 @@ def measure_ceiling(
     cores = os.cpu_count() or 1
     if provider == "cpu" and threads in (0, cores) and cores > 1:
         rows += [
-            {"layout": f"{cores} sessions x 1 thread", **measure_parallel(model, cores, b, size, seconds)}
+            {
+                "layout": f"{cores} sessions x 1 thread" + (", pinned" if pinned else ""),
+                **measure_parallel(model, cores, b, size, seconds, pinned),
+            }
+            for pinned in (False, True)
             for b in sorted({1, max_batch})
         ]
     return rows
@@ -307,7 +311,8 @@ def report(
         "Ratios: '1 session' divides by one in-process session with all the threads (the layout a lone request "
         "gets); 'best layout' by the best of every layout above"
         + (
-            " (the service runs single-threaded sessions side by side under load, RESMTNET_SOLO_SESSION)."
+            " (the service runs single-threaded sessions side by side under load, RESMTNET_SOLO_SESSION, each"
+            " pinned to a CPU of its own where it owns its CPUs, RESMTNET_PIN_SESSIONS)."
             if len({c["layout"] for c in ceiling}) > 1
             else " (one session here, as the service keeps one per GPU: both ratios are the same)."
         ),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,7 +20,9 @@ import numpy as np
 
 from service.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
+from service.runtime.cpus import pin_this_thread
 
+log = logging.getLogger("resmtnet")
 RunBatch = Callable[[np.ndarray], list[np.ndarray]]
 # A patch already on the model when its deadline passes is waited for this much longer (a batch takes milliseconds;
 # a run that takes longer than this is hung, and its request gets its 504 after all).
@@ -47,11 +51,17 @@ class Submission:
 
 
 class Worker:
-    """One session's run function and the one thread that always calls it."""
+    """One session's run function and the one thread that always calls it, on one CPU when `cpu` is given."""
 
-    def __init__(self, run: RunBatch) -> None:
+    def __init__(self, run: RunBatch, cpu: int | None = None) -> None:
         self.run = run
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        pin = None if cpu is None else functools.partial(_pin, cpu)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime", initializer=pin)
+
+
+def _pin(cpu: int) -> None:
+    if not pin_this_thread(cpu):
+        log.warning("could not pin a session's thread to CPU %d; it runs on any", cpu)
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,10 @@ class Batcher:
         retry_after_s: int = 1,
         solo: RunBatch | None = None,
         solo_max_batch: int = 1,
+        pin_cpus: Sequence[int] = (),
     ) -> None:
-        self._workers = [Worker(each) for each in (run if isinstance(run, list) else [run])]
+        runs = run if isinstance(run, list) else [run]
+        self._workers = [Worker(each, pin_cpus[i] if i < len(pin_cpus) else None) for i, each in enumerate(runs)]
         self._solo = Worker(solo) if solo else None
         self.solo_max_batch = solo_max_batch
         self.max_batch_size = max_batch_size

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         "the others are idle: the latency of all cores at light load, the throughput of sessions side by side "
         "under load",
     )
+    pin_sessions: bool = Field(
+        True,
+        description="on CPU, each single-threaded session runs on a core of its own, where the process's cores are "
+        "its own (no container CPU limit narrower than its affinity mask)",
+    )
     intra_op_spinning: bool = Field(
         False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"
     )

@@ -11,7 +11,7 @@ from service.batching import Batcher, padded_size, power_of_two_sizes
 from service.clinical.report import clinical_gaps
 from service.config import Settings
 from service.metrics import Metrics
-from service.runtime.cpus import available_cpus
+from service.runtime.cpus import affinity_mask, available_cpus
 from service.runtime.session import CUDA, ModelSession, SessionError, expected_provider, open_session, warm_up
 from service.runtime.store import ModelStoreError, resolve
 from service.server import Drain
@@ -27,6 +27,7 @@ class WorkerPlan:
 
     threads: tuple[int, ...]
     solo_threads: int = 0
+    cpus: tuple[int, ...] = ()  # the CPU each side-by-side session's thread is pinned to (empty: none is)
 
     @property
     def sessions(self) -> int:
@@ -48,7 +49,18 @@ def worker_plan(settings: Settings, provider: str) -> WorkerPlan:
     else:  # the cores shared out, the remainder one more thread each for the first sessions
         threads = tuple(max(cores // sessions + (i < cores % sessions), 1) for i in range(sessions))
     solo = cores if settings.solo_session and sessions > 1 and cores > max(threads) else 0
-    return WorkerPlan(threads, solo)
+    return WorkerPlan(threads, solo, pinned_cpus(threads, cores) if settings.pin_sessions else ())
+
+
+def pinned_cpus(threads: tuple[int, ...], cores: int) -> tuple[int, ...]:
+    """A CPU of its own for each session, when every session has one thread (its caller, the batcher's worker) and
+    the process's cores are its own: its affinity mask holds exactly the cores it counts on (no container CPU limit
+    narrower than the mask, which would share the mask's CPUs with other containers). On 2 cores the two sessions
+    then stop trading places with each other and the event loop: 4% more throughput at 16 clients (bench/README)."""
+    mask = affinity_mask()
+    if len(threads) < 2 or any(t != 1 for t in threads) or len(mask) != cores or len(threads) > cores:
+        return ()
+    return tuple(mask[: len(threads)])
 
 
 @dataclass
@@ -117,19 +129,21 @@ class ServiceState:
             retry_after_s=s.retry_after_s,
             solo=solo.run if solo else None,
             solo_max_batch=SOLO_MAX_BATCH,
+            pin_cpus=plan.cpus,
         )
         self.batcher.start()
         self.ready = True
         self.reason = model.provider_note or "ready"
         self.metrics.ready.set(1)
         log.info(
-            "serving %s %s on %s with %d session(s) of %s intra-op thread(s)%s; %d CPU(s) available",
+            "serving %s %s on %s with %d session(s) of %s intra-op thread(s)%s%s; %d CPU(s) available",
             m.name,
             m.version,
             model.provider,
             len(models),
             "/".join(str(t) for t in plan.threads) if any(plan.threads) else "onnxruntime's default",
             f" and a {plan.solo_threads}-thread solo session" if solo else "",
+            f", pinned to CPUs {', '.join(map(str, plan.cpus))}" if plan.cpus else "",
             available_cpus(),
         )
         for gap in clinical_gaps(m):

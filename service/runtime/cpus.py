@@ -23,6 +23,20 @@ def affinity_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def affinity_mask() -> list[int]:
+    """The CPUs this process may run on, in order (empty where the platform has no masks: nothing can be pinned)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def pin_this_thread(cpu: int) -> bool:
+    """Run the calling thread on `cpu` only; False where that is not possible (the thread then runs anywhere)."""
+    try:
+        os.sched_setaffinity(0, {cpu})  # 0: on Linux, the calling thread
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
 def available_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
     """Affinity CPUs, capped by the tightest cgroup CPU quota above this process (floor, at least 1)."""
     cpus = affinity_cpus()

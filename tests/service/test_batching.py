@@ -1,6 +1,7 @@
 """The batcher with a fake model: batching, delay bound, bounded queue, deadlines, client departure."""
 
 import asyncio
+import os
 import threading
 import time
 
@@ -121,6 +122,30 @@ async def test_concurrent_requests_form_batches_and_each_gets_its_own_row():
     assert [float(r.outputs[0][0]) for r in results] == [2.0 * i for i in range(32)]
     assert max(model.batches) > 1 and sum(model.batches) == 32
     assert metrics.registry.get_sample_value("resmtnet_batch_size_count") == len(model.batches)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+async def test_each_session_runs_on_the_cpu_it_is_pinned_to():
+    mask = sorted(os.sched_getaffinity(0))
+    cpus = [mask[0], mask[-1]]
+    seen: list[set[int]] = [set(), set()]
+
+    def run_on(i: int):
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            seen[i] |= os.sched_getaffinity(0)  # the calling thread's own mask, on Linux
+            time.sleep(0.01)  # long enough for the other session to take the next batch
+            return [batch.reshape(len(batch), -1)[:, :1]]
+
+        return run
+
+    batcher = Batcher([run_on(0), run_on(1)], max_batch_size=1, max_delay_s=0, max_queue=64, pin_cpus=cpus)
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(patch(i), far()) for i in range(8)))
+    finally:
+        await batcher.stop()
+    assert seen == [{cpus[0]}, {cpus[1]}]
+    assert os.sched_getaffinity(0) == set(mask)  # the event loop's thread is not pinned
 
 
 async def test_full_queue_is_refused_at_once_with_retry_after():

@@ -87,7 +87,8 @@ def test_a_quota_below_one_cpu_still_gets_one(tmp_path):
 def test_the_worker_plan_follows_the_quota(monkeypatch):
     """On a 64-core node limited to 2 CPUs: planned for 2 cores, not 16 sessions of 4 threads."""
     monkeypatch.setattr(cpus, "affinity_cpus", lambda: 64)
+    monkeypatch.setattr("service.state.affinity_mask", lambda: list(range(64)))
     monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *a, **k: 2.0)
-    assert worker_plan(Settings(), "CPUExecutionProvider") == WorkerPlan((1, 1), 2)
+    assert worker_plan(Settings(), "CPUExecutionProvider") == WorkerPlan((1, 1), 2)  # and no CPU pinned: shared
     monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *a, **k: None)
     assert worker_plan(Settings(), "CPUExecutionProvider") == WorkerPlan((4,) * 16, 64)

@@ -74,6 +74,7 @@ def test_worker_plan_shares_the_cores_among_sessions_on_cpu(monkeypatch):
 
     def plan(cores: int, **settings) -> WorkerPlan:
         monkeypatch.setattr("service.state.available_cpus", lambda: cores)
+        monkeypatch.setattr("service.state.affinity_mask", lambda: [])  # pinning: see the test below
         return worker_plan(Settings(**settings), "CPUExecutionProvider")
 
     assert plan(1) == WorkerPlan((1,))
@@ -89,3 +90,24 @@ def test_worker_plan_shares_the_cores_among_sessions_on_cpu(monkeypatch):
     assert plan(8, workers=2, intra_op_threads=4) == WorkerPlan((4, 4), 8)
     assert worker_plan(Settings(), "CUDAExecutionProvider") == WorkerPlan((0,))
     assert worker_plan(Settings(workers=2), "CUDAExecutionProvider").sessions == 2
+
+
+def test_single_threaded_sessions_get_a_cpu_each_where_the_process_owns_its_cpus(monkeypatch):
+    from service.config import Settings
+    from service.state import worker_plan
+
+    def cpus(mask: list[int], cores: int, **settings) -> tuple[int, ...]:
+        monkeypatch.setattr("service.state.available_cpus", lambda: cores)
+        monkeypatch.setattr("service.state.affinity_mask", lambda: mask)
+        return worker_plan(Settings(**settings), "CPUExecutionProvider").cpus
+
+    assert cpus([0, 1], 2) == (0, 1)
+    assert cpus([4, 9], 2) == (4, 9)  # the CPUs of its mask (a cpuset), not the first ones of the machine
+    assert cpus([0, 1], 2, pin_sessions=False) == ()
+    assert cpus(list(range(64)), 2) == ()  # a 2-CPU limit on a 64-core node: those CPUs are shared, pin none
+    assert cpus([0, 1, 2], 3) == ()  # a 2-thread session: its own threads are onnxruntime's, not pinned
+    assert cpus(list(range(8)), 8, workers=8) == tuple(range(8))
+    assert cpus([0], 1) == ()  # one session: nothing to keep apart
+    assert cpus([], 2) == ()  # no affinity masks on this platform
+    monkeypatch.setattr("service.state.affinity_mask", lambda: [0, 1])
+    assert worker_plan(Settings(workers=2), "CUDAExecutionProvider").cpus == ()
