@@ -56,7 +56,7 @@ def pinned_cpus(threads: tuple[int, ...], cores: int) -> tuple[int, ...]:
     """A CPU of its own for each session, when every session has one thread (its caller, the batcher's worker) and
     the process's cores are its own: its affinity mask holds exactly the cores it counts on (no container CPU limit
     narrower than the mask, which would share the mask's CPUs with other containers). On 2 cores the two sessions
-    then stop trading places with each other and the event loop: 4% more throughput at 16 clients (bench/README)."""
+    then stop trading places with each other and the event loop: 2 to 4% more throughput at 16 clients (README)."""
     mask = affinity_mask()
     if len(threads) < 2 or any(t != 1 for t in threads) or len(mask) != cores or len(threads) > cores:
         return ()
