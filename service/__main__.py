@@ -35,6 +35,7 @@ def main() -> None:
             settings.header_timeout_s,
             settings.hsts_seconds,
             count_refusal=lambda reason: rejections.labels(reason=reason).inc(),
+            linger_s=settings.linger_s,
         ),
         timeout_keep_alive=settings.keep_alive_s,
         access_log=False,

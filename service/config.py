@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         "theirs (60 s for nginx and AWS load balancers, 5 s for httpx), so that the server never closes one just as "
         "a request is sent on it",
     )
+    linger_s: float = Field(
+        5.0,
+        gt=0,
+        description="after an answer given before its request's body was read (503, 413, 408, 431), how long the "
+        "closing connection still reads and drops what the client sends, so that the answer reaches a client that "
+        "sends its whole body first; lower it where clients abuse the wait",
+    )
     drain_uploads_s: float = Field(
         20.0,
         ge=0,

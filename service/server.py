@@ -72,19 +72,22 @@ class HeadersTooLarge(Exception):
     """Raised in the parser's callback to stop it: the request was answered 431 and goes no further."""
 
 
-LINGER_S = 5.0  # how long a closing connection still reads (and drops) what the client is sending
+LINGER_S = 5.0  # how long a closing connection still reads (and drops) what the client is sending (default)
 
 
 class LingeringTransport:
     """A connection's transport whose close() lets the client finish sending (a "lingering close", as nginx and
     Apache do): an answer given before the request's body was read (a 503, 408 or 413) is followed by FIN, and what
-    the client still sends is read and dropped for up to LINGER_S before the socket closes. Closed at once, the
+    the client still sends is read and dropped for up to linger_s before the socket closes. Closed at once, the
     unread bytes would make the kernel reset the connection, which destroys the answer before a client that sends
     its whole body first (httpx, requests) can read it."""
 
-    def __init__(self, inner: asyncio.Transport, client_may_be_sending: Callable[[], bool]) -> None:
+    def __init__(
+        self, inner: asyncio.Transport, client_may_be_sending: Callable[[], bool], linger_s: float = LINGER_S
+    ) -> None:
         self._inner = inner
         self._client_may_be_sending = client_may_be_sending
+        self._linger_s = linger_s
         self.lingering = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -111,7 +114,7 @@ class LingeringTransport:
         self.lingering = True
         self._inner.write_eof()  # after what is buffered: the answer goes out whole, then FIN
         self._inner.resume_reading()
-        self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._inner.close)
+        self._timer = asyncio.get_running_loop().call_later(self._linger_s, self._inner.close)
 
     def stop(self) -> None:
         """The connection is gone: no timer left behind."""
@@ -130,11 +133,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     max_header_bytes = 64 * 1024
     header_timeout_s = 10.0
+    linger_s = LINGER_S
     answer_headers: list[Header] = api_headers()  # on its own 431, 408 and 400, as on every answer of the app
     count_refusal: Callable[[str], None] = staticmethod(lambda reason: None)  # resmtnet_rejections_total{reason}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._lingering = LingeringTransport(transport, self._client_may_be_sending)
+        self._lingering = LingeringTransport(transport, self._client_may_be_sending, self.linger_s)
         super().connection_made(self._lingering)  # type: ignore[arg-type]
         self._header_bytes = 0  # raw bytes read while a request's headers are incomplete
         self._request_header_bytes = 0  # the current request's line and headers, as the parser hands them over
@@ -248,12 +252,14 @@ def guarded_protocol(
     header_timeout_s: float,
     hsts_seconds: int = 0,
     count_refusal: Callable[[str], None] | None = None,
+    linger_s: float = LINGER_S,
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with these limits (and HSTS on its answers when hsts_seconds > 0), counting each of its
-    refusals by reason with count_refusal, for uvicorn.Config(http=...)."""
+    refusals by reason with count_refusal, lingering linger_s on a close, for uvicorn.Config(http=...)."""
     attributes: dict[str, Any] = {
         "max_header_bytes": max_header_bytes,
         "header_timeout_s": header_timeout_s,
+        "linger_s": linger_s,
         "answer_headers": api_headers(hsts_seconds),
     }
     if count_refusal is not None:

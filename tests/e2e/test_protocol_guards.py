@@ -209,6 +209,25 @@ def test_an_answer_given_before_the_body_is_read_reaches_a_client_that_sends_its
     assert "limit is 1000000 bytes" in _problem(answer)["detail"]
 
 
+@pytest.mark.parametrize(("linger_s", "open_after_1_5_s"), [("0.5", False), ("5", True)])
+def test_a_closing_connection_reads_what_the_client_still_sends_for_linger_s(tiny_store, linger_s, open_after_1_5_s):
+    """After the early 413 and its FIN, the server reads and drops the rest of the body for RESMTNET_LINGER_S,
+    then closes: more bytes sent after that are answered by a reset."""
+    with server(tiny_store, max_body_bytes="1000000", linger_s=linger_s) as url, _connect(url) as conn:
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        conn.sendall(b"Content-Length: 4000000\r\n\r\n")
+        assert _read_all(conn, 5).startswith(b"HTTP/1.1 413")  # the answer, then FIN
+        time.sleep(1.5)
+        try:
+            for _ in range(4):  # the first send after a close is accepted; the reset then fails the next ones
+                conn.sendall(b" " * 65536)
+                time.sleep(0.1)
+            still_open = True
+        except (ConnectionResetError, BrokenPipeError):
+            still_open = False
+    assert still_open == open_after_1_5_s
+
+
 def test_a_malformed_request_behind_one_being_answered_logs_no_error():
     """The 400 closes the connection while the first answer is still being computed: that answer is dropped
     quietly, not written after the close began (which raised in uvicorn and logged two tracebacks)."""
