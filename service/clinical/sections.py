@@ -95,14 +95,14 @@ def sections(occupancy: np.ndarray, voxel_mm: float) -> Sections | None:
     if np.isnan(occupancy).any():
         return None
     kept = _nodule_at_centre(np.clip((occupancy - BACKGROUND) * (1.0 / (1.0 - BACKGROUND)), 0.0, 1.0, dtype=np.float64))
-    if kept is None:  # nothing above the background (or not a number at all)
+    if kept is None:  # nothing above the background
         return None
     weights, box = kept
     # Mass, first and second moments at once: the 4 x 4 matrix sum_v w_v [1, z, y, x]^T [1, z, y, x] over the box.
     grid = _positions_mm(occupancy.shape, float(voxel_mm))[box].reshape(-1, 4)
     moments = (grid.T * weights.ravel()) @ grid
     mass = float(moments[0, 0])
-    if not mass >= MIN_VOXELS or not math.isfinite(mass):  # too little to measure, or not a number at all
+    if mass < MIN_VOXELS:  # too little to measure (no NaN gets here, and the clip makes an infinity a full voxel)
         return None
     mean = moments[0, 1:] / mass
     # Each voxel's fraction is spread over its cube, which adds voxel^2 / 12 to the variance along each axis.

@@ -18,9 +18,7 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 
 def affinity_cpus() -> int:
     """CPUs in this process's affinity mask (all CPUs where the platform has no masks)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(affinity_mask()) or os.cpu_count() or 1
 
 
 def affinity_mask() -> list[int]:
