@@ -6,8 +6,9 @@
 Each contender is a real server process (`python -m service`, `bench.per_request_app`, `bench.litserve_app`) on the
 same committed model and the same onnxruntime threads, driven by the lean load generator with the same request (a
 resampled .npy upload). The in-process ceiling is measured before and after the servers; the faster counts. For the
-service, the server's own view from /metrics (queue time against inference time, mean batch size) is added.
-Writes serve-latest.{md,csv,png} under bench/results/ (serve-latest-cuda.* for the CUDA sweep).
+service, the server's own view from /metrics (queue time against inference time, mean batch size) is added. Then the
+headline figures in paired rounds (bench.rounds): the ceiling, then the service at 16 and at 1 client, --rounds times.
+Writes serve-latest.{md,csv,png} and serve-latest-rounds.csv under bench/results/ (serve-latest-cuda* for CUDA).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from bench.inprocess import measure, measure_parallel, open_session
 from bench.load import multipart_request, run_load
 from bench.peer_model import worker_threads
 from bench.plot import plot_sweep
+from bench.rounds import markdown as rounds_markdown
+from bench.rounds import paired_rounds
 from bench.servers import REPO, Contender, running
 from service.runtime.session import CPU, CUDA
 from service.runtime.store import resolve
@@ -227,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--litserve-workers", type=int, nargs="+", help="inference workers tried (default 1 and 2 on CPU)")
     p.add_argument("--env", nargs="*", default=[], help="extra RESMTNET_X=Y settings for the service")
     p.add_argument("--ceiling-seconds", type=float, default=5.0, help="duration of each in-process measurement")
+    p.add_argument("--rounds", type=int, default=5, help="paired rounds of the ceiling and the service (0: none)")
+    p.add_argument("--round-requests", type=int, default=1500, help="requests per client count in each round")
+    p.add_argument("--round-ceiling-seconds", type=float, default=2.0, help="each in-process measurement in a round")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for serve-latest.{md,csv,png}")
     args = p.parse_args(argv)
     provider = resolve_provider(args.provider, ort.get_available_providers())
@@ -256,9 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Provider: {CUDA if provider == 'cuda' else CPU} in every contender and in the ceiling; the service's "
         f"batching delay {service_env['RESMTNET_MAX_DELAY_MS']} ms, largest batch {max_batch}."
     ]
+    service_env |= dict(kv.split("=", 1) for kv in args.env)
     for key in args.contenders:
         contender = CONTENDERS[key]
-        extra = {**service_env, **dict(kv.split("=", 1) for kv in args.env)} if key == "service" else {}
+        extra = service_env if key == "service" else {}
         if key == "litserve":
             workers = args.litserve_workers or defaults["litserve_workers"]
             timeout, chosen = tune_litserve(env, request_for, args.litserve_timeouts, workers, args.requests)
@@ -277,13 +284,39 @@ def main(argv: list[str] | None = None) -> None:
         r["ratio_one_session"] = r["throughput_rps"] / same
         r["ratio_best_layout"] = r["throughput_rps"] / overall
     single_ms = min(r["p50_ms"] for r in ceiling if r["layout"] == "1 session" and r["batch"] == 1)
+    headline: list[dict] = []
+    if "service" in args.contenders and args.rounds > 0:
+        with running(CONTENDERS["service"], {**env, **service_env}) as server:
+            headline = paired_rounds(
+                args.rounds,
+                lambda: measure_ceiling(
+                    entry.onnx_path, args.threads, max_batch, size, args.round_ceiling_seconds, provider
+                ),
+                server.port,
+                request_for(server.port),
+                args.round_requests,
+            )
     report(rows, ceiling, single_ms, entry.manifest.version, notes, args.out, stem)
+    if headline:
+        write_rounds(headline, args.round_requests, args.round_ceiling_seconds, args.out, stem)
     plot_sweep(
         rows,
         {"in-process, 1 session": same, "in-process, best layout": overall},
         f"res_mtnet {entry.manifest.version}, {provider}, on {machine()}",
         args.out / f"{stem}.png",
     )
+
+
+def write_rounds(headline: list[dict], requests: int, ceiling_seconds: float, out: Path, stem: str) -> None:
+    """Append the paired rounds' section to the report and write its rows as {stem}-rounds.csv."""
+    text = "\n".join(rounds_markdown(headline, requests, ceiling_seconds))
+    print(text)
+    with (out / f"{stem}.md").open("a") as f:
+        f.write("\n" + text)
+    with (out / f"{stem}-rounds.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(headline[0]))
+        writer.writeheader()
+        writer.writerows(headline)
 
 
 def report(

@@ -18,6 +18,7 @@ def test_benchmark_reports_both_ratios_for_every_concurrency(tiny_store, tmp_pat
             "--store", str(tiny_store), "--concurrency", "1", "4", "--requests", "30",
             "--ceiling-seconds", "0.2", "--out", str(tmp_path),
             "--litserve-timeouts", "0", "--litserve-workers", "1", "2",
+            "--rounds", "2", "--round-requests", "30", "--round-ceiling-seconds", "0.2",
         ]
     )  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "serve-latest.csv").open()))
@@ -31,6 +32,13 @@ def test_benchmark_reports_both_ratios_for_every_concurrency(tiny_store, tmp_pat
     assert "ratio, 1 session" in report and "before and one after" in report and "batch_timeout" in report
     assert "Provider: CPUExecutionProvider" in report and "of batch timeouts 0 s and 1 or 2 workers" in report
     assert (tmp_path / "serve-latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rounds = list(csv.DictReader((tmp_path / "serve-latest-rounds.csv").open()))
+    assert [int(r["round"]) for r in rounds] == [1, 2]
+    for r in rounds:
+        assert int(r["non_200_16"]) == int(r["non_200_1"]) == 0
+        assert 0 < float(r["ratio_best_layout_16"]) <= float(r["ratio_one_session_16"])
+        assert float(r["p50_over_single_ms_1"]) == float(r["p50_ms_1"]) - float(r["single_ms"])
+    assert "Headline: the service in 2 paired rounds" in report
 
 
 def test_cuda_asked_for_without_cuda_is_refused_not_run_on_cpu():
