@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service import refusals
 from service.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
+from service.refusals import Submission
 from service.runtime.cpus import pin_this_thread
 
 log = logging.getLogger("resmtnet")
@@ -39,15 +41,6 @@ class Pending:
     enqueued: float = field(default_factory=time.perf_counter)
     submission: Submission | None = None  # the request it belongs to, for counting refusals once per request
     running: bool = False  # taken into a batch for the model: its answer comes, whatever the deadline
-
-
-class Submission:
-    """The patches one client request submits: a refusal (queue full, deadline) is counted once for all of them."""
-
-    __slots__ = ("refused",)
-
-    def __init__(self) -> None:
-        self.refused = False
 
 
 class Worker:
@@ -191,12 +184,10 @@ class Batcher:
             worker.thread.shutdown(wait=True)
 
     def _reject(self, reason: str, submission: Submission | None) -> None:
-        if submission is not None:
-            if submission.refused:
-                return
-            submission.refused = True
         if self.metrics:
-            self.metrics.rejections.labels(reason=reason).inc()
+            refusals.count(self.metrics.rejections, reason, submission)
+        elif submission is not None:
+            submission.refused = True
 
     def _queue_full(self, submission: Submission | None) -> Overloaded:
         self._reject("queue_full", submission)
@@ -208,7 +199,7 @@ class Batcher:
     async def submit(self, patch: np.ndarray, deadline: float, submission: Submission | None = None) -> Prediction:
         """Queue one preprocessed patch and wait for its row of outputs (503 when full, 504 past deadline)."""
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        submission = submission or Submission()
+        submission = submission or refusals.current() or Submission()
         pending = Pending(patch, deadline, future, submission=submission)
         try:
             self._queue.put_nowait(pending)
@@ -342,7 +333,7 @@ async def submit_all(
         )
     if len(cubes) == 1:
         return [await batcher.submit(cubes[0], deadline)]
-    submission = Submission()
+    submission = refusals.current() or Submission()
     tasks = [asyncio.ensure_future(batcher.submit(cube, deadline, submission)) for cube in cubes]
     try:
         return list(await asyncio.gather(*tasks))

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
+from service import refusals
 from service.security_headers import Header, api_headers
 
 PROBLEM_JSON = "application/problem+json"
@@ -159,7 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
         """The client left while its body was arriving: nothing to answer, and no server error either."""
         service = getattr(request.app.state, "service", None)
         if service is not None:
-            service.metrics.rejections.labels(reason="client_gone").inc()
+            refusals.count(service.metrics.rejections, "client_gone")
         log.info("client disconnected during request %s", getattr(request.state, "request_id", "unknown"))
         return problem_response(CLIENT_CLOSED_REQUEST, "client-closed-request", "the client closed the connection")
 

@@ -10,6 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import refusals
 from service.errors import BodyTimeout, NotReady, Overloaded, PayloadTooLarge, is_v2, send_problem
 from service.logs import audit, request_id_var
 from service.metrics import Metrics
@@ -74,6 +75,7 @@ class ServiceMiddleware:
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         context = request_id_var.set(request_id)  # every log line while this request is handled carries it
+        refusals.begin_request()
         route = _route_label(scope["path"])
         status = 500
         limit = self.max_body_bytes
@@ -115,7 +117,7 @@ class ServiceMiddleware:
             def reserve(n_bytes: int) -> None:
                 nonlocal held
                 if self.inflight_bytes + n_bytes > self.max_inflight_bytes:
-                    self.metrics.rejections.labels(reason="memory").inc()
+                    refusals.count(self.metrics.rejections, "memory")
                     raise Overloaded(
                         f"uploads in progress hold {self.inflight_bytes} bytes of the "
                         f"{self.max_inflight_bytes} allowed; retry later",
@@ -141,12 +143,12 @@ class ServiceMiddleware:
                         if loop.time() < end:
                             continue
                     if draining is not None and draining < until:
-                        self.metrics.rejections.labels(reason="shutting_down").inc()
+                        refusals.count(self.metrics.rejections, "shutting_down")
                         raise NotReady(
                             "the service is shutting down and this upload did not finish in time; send it again",
                             headers={"Retry-After": str(self.retry_after_s)},
                         ) from None
-                    self.metrics.rejections.labels(reason="slow_body").inc()
+                    refusals.count(self.metrics.rejections, "slow_body")
                     raise BodyTimeout(
                         f"the request body did not arrive in time: {received} bytes in {allowed:.3g} s, slower than "
                         f"{self.body_min_bytes_per_s} bytes/s after the first {self.body_timeout_s:g} s"

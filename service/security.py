@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service import refusals
 from service.auth import KeyStore
 from service.errors import is_v2, send_problem
 from service.metrics import Metrics
@@ -41,7 +42,7 @@ class ApiKeyMiddleware:
             scope.setdefault("state", {})["key_id"] = verdict.key_id
             if not verdict.allowed:
                 status = 401 if verdict.key_id is None else 403
-                self.metrics.rejections.labels(reason="unauthorized" if status == 401 else "forbidden").inc()
+                refusals.count(self.metrics.rejections, "unauthorized" if status == 401 else "forbidden")
                 challenge = [(b"www-authenticate", b'Bearer realm="resmtnet"')] if status == 401 else []
                 code = "unauthorized" if status == 401 else "forbidden"
                 await send_problem(send, status, code, verdict.reason, v2=is_v2(path), headers=challenge)

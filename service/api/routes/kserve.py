@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from service import refusals
 from service.api.deps import get_state
 from service.api.disconnect import in_thread_to_the_end, while_connected
 from service.api.headers import one_header
@@ -181,7 +182,7 @@ async def _answer(
     if parsed.timeout_s is not None:
         deadline = min(deadline, arrived + parsed.timeout_s)
     if time.perf_counter() >= deadline:
-        state.metrics.rejections.labels(reason="deadline").inc()
+        refusals.count(state.metrics.rejections, "deadline")
         raise DeadlineExceeded("the request's deadline passed before it reached the model")
     patches = parsed.inputs[manifest.input.name][:, 0]  # (N, D, D, D): the batcher adds the channel axis back
     request.state.input_kind, request.state.nodules = "v2-tensor", len(patches)  # for the audit record

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from service import refusals
 from service.api.answers import answer, nodule_result
 from service.api.clinical import DICOM, add_clinical, answer_format, plan, run_nodules
 from service.api.disconnect import in_thread_to_the_end
@@ -139,7 +140,7 @@ async def predict_series(
         async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):  # cancels acquire() cleanly
             await gate.acquire()
     except TimeoutError:
-        state.metrics.rejections.labels(reason="ct_busy").inc()
+        refusals.count(state.metrics.rejections, "ct_busy")
         raise Overloaded(
             "other CT uploads are being prepared; retry later",
             headers={"Retry-After": str(state.settings.retry_after_s)},
@@ -162,7 +163,7 @@ async def predict_series(
         )
         preprocess_s = time.perf_counter() - t_pre
     except DeadlineExceeded:
-        state.metrics.rejections.labels(reason="deadline").inc()
+        refusals.count(state.metrics.rejections, "deadline")
         raise
     finally:
         gate.release()
