@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import problem_bytes
 from service.security_headers import Header, api_headers
@@ -143,7 +143,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # raw bytes read while a request's headers are incomplete
         self._request_header_bytes = 0  # the current request's line and headers, as the parser hands them over
         self._in_headers = True
-        self._refusal: bytes | None = None  # the 431 or 408 sent, or to send once the answer in progress is out
+        self._refusal: bytes | None = None  # the 431, 408 or 400 sent, or to send once the answers owed are out
+        self._running: RequestResponseCycle | None = None  # the request whose app runs now (others wait, pipelined)
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -195,14 +196,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers, self._header_bytes = True, 0  # what comes next is the next request's headers
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to what the parser refuses, as problem+json with the security headers; nothing more
-        once a 431 was sent."""
+        """uvicorn's answer to what the parser refuses, as problem+json with the security headers; nothing more once
+        a 431 was sent. Behind pipelined requests it waits for their answers: a malformed successor must not cut
+        them off. A request whose own body is malformed is answered at once (its app then sees the disconnect), or,
+        still queued behind others, dropped from the queue."""
         if self.transport.is_closing() or self._refusal is not None:
             return
-        detail = "the request is not valid HTTP/1.1"
         self.count_refusal("malformed_request")
-        self.transport.write(problem_bytes(400, "malformed-request", detail, self.answer_headers))
-        self.transport.close()
+        self.logger = REFUSED_CONNECTION_LOG  # logged once: the parser fails again on every later read
+        detail = "the request is not valid HTTP/1.1"
+        self._refusal = problem_bytes(400, "malformed-request", detail, self.answer_headers)
+        broken = self.cycle if self.cycle is not None and self.cycle.more_body else None  # its body did not parse
+        if broken is not None and self.pipeline and self.pipeline[0][0] is broken:
+            self.pipeline.popleft()  # queued, never started: it will not be
+            latest = self.pipeline[0][0] if self.pipeline else self._running
+            if latest is not None:  # always, as a request was running when this one was queued
+                self.cycle = latest
+        if (broken is not None and broken is self._running and not broken.response_started) or not self._answering():
+            self._send_refusal()
 
     def _too_large(self) -> None:
         self._refuse(431, "header-too-large", f"the request line and headers exceed {self.max_header_bytes} bytes")
@@ -233,12 +244,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.count_refusal("header_too_large" if status == 431 else "slow_headers")
         self.logger = REFUSED_CONNECTION_LOG
         self._refusal = problem_bytes(status, code, detail, self.answer_headers)
-        if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
+        if not self._answering():  # never in the middle of another answer
             self._send_refusal()
 
+    def _answering(self) -> bool:
+        """Whether answers are still owed on this connection: one in progress, or pipelined requests waiting."""
+        return (self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._refusal is not None:
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if self._refusal is not None and not self._answering():
             self._send_refusal()
 
     def _send_refusal(self) -> None:
