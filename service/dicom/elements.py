@@ -16,7 +16,8 @@ import numpy as np
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
+DEFLATED_EXPLICIT_LE = "1.2.840.10008.1.2.1.99"  # the whole dataset after the file meta is deflated
+DEFLATED = (DEFLATED_EXPLICIT_LE, "1.2.840.10008.1.2.8.1")
 PIXEL_DATA = 0x7FE00010
 MEDIA_STORAGE_SOP_CLASS = 0x00020002
 FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)
@@ -103,6 +104,28 @@ class ElementScan:
     def get(self, data: bytes | memoryview) -> Elements | None:
         """What length() read from the file that starts where data starts."""
         return self._found.get(_address(data)) if self._found and len(data) else None
+
+
+def file_meta(data: bytes | memoryview) -> tuple[int, int, str] | None:
+    """(start, end, TransferSyntaxUID) of the file meta group (explicit VR little endian, after the preamble or at
+    the start of a bare file); None when the file has none or it cannot be walked. An unknown VR is read with a
+    2-byte length, as pydicom reads it."""
+    view = memoryview(data)
+    start = 132 if len(view) >= 132 and view[128:132] == b"DICM" else 0
+    pos, syntax = start, ""
+    while pos + 8 <= len(view) and struct.unpack_from("<H", view, pos)[0] == 0x0002:
+        group, element, vr, length = _EXPLICIT.unpack_from(view, pos)
+        value_at = pos + 8
+        if vr in LONG_VRS:
+            if pos + 12 > len(view):
+                return None
+            length, value_at = _LONG.unpack_from(view, pos + 8)[0], pos + 12
+        if length == UNDEFINED or value_at + length > len(view):
+            return None
+        if ((group << 16) | element) == 0x00020010:
+            syntax = bytes(view[value_at : value_at + length]).decode("ascii", "replace").strip(" \0")
+        pos = value_at + length
+    return (start, pos, syntax) if pos > start else None
 
 
 def _address(data: bytes | memoryview) -> int:
