@@ -11,6 +11,7 @@ import hmac
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,14 +98,20 @@ MAX_MAGNITUDE = 1e6  # millimetres (positions, spacings) or direction cosines: a
 
 
 def read_headers(
-    files: list[bytes | memoryview], scan: ElementScan | None = None, max_images: int | None = None
+    files: list[bytes | memoryview],
+    scan: ElementScan | None = None,
+    max_images: int | None = None,
+    check: Callable[[], None] | None = None,
 ) -> list[SliceHeader]:
     """Every image of every file, in upload order; DICOMDIR files are passed over. The fast element reader serves
     the common case (reusing what `scan` read while sizing multipart parts); pydicom reads the rest (multi-frame,
     big endian, deflate, files without a preamble). More than max_images images (files or frames) is a 413,
-    raised before a multi-frame file's frames are expanded."""
+    raised before a multi-frame file's frames are expanded. `check` is called before each file (it may raise to
+    stop a request given up or past its deadline)."""
     out: list[SliceHeader] = []
     for n, data in enumerate(files):
+        if check is not None:
+            check()
         if not looks_like_dicom(data):
             raise MalformedInput(
                 f"series file {n + 1} is not a DICOM file (no 'DICM' marker, no DICOM element at its start)"

@@ -58,14 +58,14 @@ def prepare(
     stop: Stop | None = None,
 ) -> PreparedSeries:
     """Everything a series request needs before the model; raises the service's typed errors. `stop` is checked
-    between the steps, before each deflated file is inflated, and before each slice is decoded (a request given up
-    or past its deadline ends there)."""
+    between the steps, before each file is inflated or its header read, and before each slice is decoded (a request
+    given up or past its deadline ends there)."""
     check = stop.check if stop is not None else _carry_on
     requested = centres.parse_centers(centers_text, limits.max_nodules)
     upload = collect(series_parts, limits)
     check()
     upload.files = inflate_deflated(upload.files, limits.max_bytes, check)
-    headers = read_headers(upload.files, scan, max_images=limits.max_files)
+    headers = read_headers(upload.files, scan, max_images=limits.max_files, check=check)
     if len(headers) > limits.max_files:
         raise PayloadTooLarge(f"the upload holds {len(headers)} images (files or frames); at most {limits.max_files}")
     check()

@@ -250,6 +250,31 @@ def test_preparation_stops_at_its_next_check_once_given_up(phantom, series_paths
     assert reader.decoded_slices == 3
 
 
+def test_the_header_scan_stops_at_the_next_file_once_past_the_deadline(phantom, series_paths, monkeypatch):
+    """The scan of every file's header is no single step: a request past its deadline (or given up) ends before the
+    next file's header is read, not after all of them."""
+    from service.dicom import headers
+    from service.errors import DeadlineExceeded
+
+    data = [memoryview(p.read_bytes()) for p in series_paths]
+    parsed = []
+    real = headers.read_elements
+
+    def counted(view):
+        parsed.append(len(view))
+        return real(view)
+
+    class ThreeFilesThenLate(Stop):
+        def check(self) -> None:
+            if len(parsed) >= 3:
+                raise DeadlineExceeded("late")
+
+    monkeypatch.setattr(headers, "read_elements", counted)
+    with pytest.raises(DeadlineExceeded):
+        prepare(data, json.dumps(world_centers(phantom)), SeriesChoice(), SPEC, LIMITS, stop=ThreeFilesThenLate(0, ""))
+    assert len(parsed) == 3
+
+
 @pytest.mark.parametrize("value", ["-5", "1e300", "0", "NaN", "inf", "1\\2"])
 def test_a_slice_thickness_that_is_none_is_left_out_with_a_warning(phantom, tmp_path, value):
     paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "SliceThickness", value))
