@@ -92,8 +92,11 @@ class SliceHeader:
     pixel_length: int | None = None  # its length; None when encapsulated or unknown
     subject: str = ""  # digest of PatientID and StudyInstanceUID: whose study the image is, compared, never shown
     photometric: str = ""  # PhotometricInterpretation, upper case ("" when absent)
+    absent: tuple[str, ...] = ()  # which of RESCALE and IDENTIFIERS the image lacks (named in refusals, never valued)
 
 
+RESCALE = ("RescaleIntercept", "RescaleSlope")  # Type 1 in CT images: absent, their values are not HU
+IDENTIFIERS = ("PatientID", "StudyInstanceUID")  # compared through the subject digest; absent (or empty) is noted
 MAX_MAGNITUDE = 1e6  # millimetres (positions, spacings) or direction cosines: a kilometre is already absurd
 
 
@@ -252,6 +255,7 @@ def _slices(n: int, ds: Dataset, sop_class: str, budget: int | None = None) -> l
 
 
 def _single(n: int, ds: Any, common: dict[str, Any]) -> SliceHeader:
+    slope, intercept, unset = _rescale(n, ds)
     return SliceHeader(
         frame=None,
         localizer=_is_localizer(ds.get("ImageType")),
@@ -259,8 +263,9 @@ def _single(n: int, ds: Any, common: dict[str, Any]) -> SliceHeader:
         orientation=_floats(n, ds, "ImageOrientationPatient", 6),
         position=_floats(n, ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
         thickness=_thickness(n, ds),
-        slope=_slope(n, ds),
-        intercept=_float(n, ds, "RescaleIntercept") or 0.0,
+        slope=slope,
+        intercept=intercept,
+        absent=_unnamed(ds) + unset,
         **common,
     )
 
@@ -279,6 +284,7 @@ def _frame(n: int, ds: Dataset, common: dict[str, Any], f: int, shared: Any, ite
     position, orientation = macro("PlanePositionSequence"), macro("PlaneOrientationSequence")
     measures, values = macro("PixelMeasuresSequence"), macro("PixelValueTransformationSequence")
     frame_type = macro("CTImageFrameTypeSequence")
+    slope, intercept, unset = _rescale(n, values or ds)
     return SliceHeader(
         frame=f,
         localizer=_is_localizer((frame_type or ds).get("FrameType", None) or ds.get("ImageType")),
@@ -286,8 +292,9 @@ def _frame(n: int, ds: Dataset, common: dict[str, Any], f: int, shared: Any, ite
         orientation=_floats(n, orientation or ds, "ImageOrientationPatient", 6),
         position=_floats(n, position or ds, "ImagePositionPatient", 3),  # type: ignore[arg-type]
         thickness=_thickness(n, measures or ds),
-        slope=_slope(n, values or ds),
-        intercept=_float(n, values or ds, "RescaleIntercept") or 0.0,
+        slope=slope,
+        intercept=intercept,
+        absent=_unnamed(ds) + unset,
         **common,
     )
 
@@ -345,14 +352,21 @@ def _thickness(n: int, ds: Any) -> float | None:
         return math.nan
 
 
-def _slope(n: int, ds: Any) -> float:
-    """RescaleSlope, 1 when absent; CT stores HU with a positive slope, so zero or negative is refused."""
-    slope = _float(n, ds, "RescaleSlope")
-    if slope is None:
-        return 1.0
-    if slope <= 0:
+def _rescale(n: int, ds: Any) -> tuple[float, float, tuple[str, ...]]:
+    """RescaleSlope and RescaleIntercept, 1 and 0 where absent, and which are absent (the series refuses those: a
+    CT image without them does not say how its values become HU). CT stores HU with a positive slope, so zero or
+    negative is refused."""
+    slope, intercept = _float(n, ds, "RescaleSlope"), _float(n, ds, "RescaleIntercept")
+    absent = tuple(k for k, v in zip(RESCALE, (intercept, slope), strict=True) if v is None)
+    if slope is not None and slope <= 0:
         raise UnusableInput(f"series file {n + 1}: RescaleSlope {slope:g} is not positive; CT values need one above 0")
-    return slope
+    return (1.0 if slope is None else slope), (0.0 if intercept is None else intercept), absent
+
+
+def _unnamed(ds: Any) -> tuple[str, ...]:
+    """Which IDENTIFIERS the image lacks (absent or empty): a series whose images differ in them is refused, and
+    this lets the refusal say that one is missing rather than that two patients are mixed."""
+    return tuple(k for k in IDENTIFIERS if not _stored_bytes(ds, k).rstrip(b" \0"))
 
 
 def _floats(n: int, ds: Any, keyword: str, count: int) -> tuple[float, ...] | None:

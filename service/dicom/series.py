@@ -15,7 +15,7 @@ from pydicom.uid import UID
 
 from service.dicom import geometry
 from service.dicom.geometry import SeriesGeometry
-from service.dicom.headers import CT_CLASSES, SliceHeader
+from service.dicom.headers import CT_CLASSES, IDENTIFIERS, RESCALE, SliceHeader
 from service.errors import UnusableInput
 
 MAX_THICKNESS_MM = 50.0  # a SliceThickness beyond this (or not above 0) is not one any CT reconstructs
@@ -99,6 +99,12 @@ def assemble(headers: list[SliceHeader], choice: SeriesChoice, min_extent_mm: fl
     """The series to predict on, validated; 422 with a precise reason otherwise."""
     notes: list[str] = []
     images = _ct_images(headers, notes)
+    unlabelled = sum(not h.series_uid for h in images)
+    if 0 < unlabelled < len(images):
+        raise UnusableInput(
+            f"SeriesInstanceUID is absent from {unlabelled} of {len(images)} CT images of the upload, which the "
+            "others carry: which series those images belong to cannot be told"
+        )
     groups: dict[str, list[SliceHeader]] = {}
     for h in images:
         groups.setdefault(h.series_uid, []).append(h)
@@ -186,7 +192,21 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
             raise UnusableInput(
                 f"missing geometry: {keyword} is absent from {missing} of {len(slices)} images of the series"
             )
+    for keyword in RESCALE:
+        missing = sum(keyword in s.absent for s in slices)
+        if missing:
+            raise UnusableInput(
+                f"missing rescale: {keyword} is absent from {missing} of {len(slices)} images of the series (CT "
+                "images must carry it: without it, their values cannot be read as HU)"
+            )
     if len({s.subject for s in slices}) > 1:
+        for keyword in IDENTIFIERS:
+            missing = sum(keyword in s.absent for s in slices)
+            if 0 < missing < len(slices):
+                raise UnusableInput(
+                    f"{keyword} is absent (or empty) in {missing} of {len(slices)} images of the series, which the "
+                    "others carry: whether they are one patient's study cannot be told"
+                )
         raise UnusableInput(
             "the series' images belong to more than one patient or study (their PatientID or StudyInstanceUID "
             "differ): upload one patient's series"
@@ -343,7 +363,11 @@ MODALITIES = frozenset(
 
 
 def _kind(h: SliceHeader) -> str:
-    """What a non-CT object is, in words safe to echo: a defined Modality term, else its SOP class's name."""
+    """What a non-CT object is, in words safe to echo: a defined Modality term, else its SOP class's name; both
+    when the Modality says CT and the SOP class does not."""
+    if h.modality == "CT":
+        name = _syntax_name(h.sop_class)
+        return f"Modality CT with SOP class {name}" if name != "unknown" else "Modality CT with an unknown SOP class"
     if h.modality in MODALITIES:
         return h.modality
     return _syntax_name(h.sop_class) or "unknown"

@@ -348,3 +348,50 @@ def test_a_centre_giving_a_coordinate_twice_is_refused(series_paths):
     refused(
         UnusableInput, "'centers': the member 'x' is given twice", series_paths, '[{"x": 1, "y": 2, "z": 3, "x": 4}]'
     )
+
+
+@pytest.mark.parametrize(
+    ("keyword", "files", "count"),
+    [("RescaleIntercept", slice(20, 21), 1), ("RescaleIntercept", slice(None), 40), ("RescaleSlope", slice(0, 3), 3)],
+)
+def test_a_missing_rescale_is_refused_not_taken_as_0_or_1(phantom, tmp_path, keyword, files, count):
+    """Unsigned CT stored with intercept -1024: a slice without it taken as 0 would be 1024 HU too bright."""
+    paths = write(phantom, tmp_path, signed=False)
+    rewrite(paths[files], lambda ds, _: delattr(ds, keyword))
+    refused(
+        UnusableInput,
+        f"missing rescale: {keyword} is absent from {count} of 40 images of the series",
+        paths,
+        world_centers(phantom),
+    )
+
+
+def test_an_enhanced_ct_without_its_pixel_value_transformation_is_refused(phantom, tmp_path):
+    from tests.service.dicom.builders import enhanced_ct
+
+    path = enhanced_ct(phantom, tmp_path / "mf.dcm")
+    rewrite([path], lambda ds, _: delattr(ds.SharedFunctionalGroupsSequence[0], "PixelValueTransformationSequence"))
+    refused(UnusableInput, "RescaleIntercept is absent from 40 of 40 images", [path], world_centers(phantom))
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "shown"),
+    [
+        (MRImageStorage, "found Modality CT with SOP class MR Image Storage (40)"),
+        ("1.2.826.0.1.3680043.8.498.999", "found Modality CT with an unknown SOP class (40)"),
+    ],
+)
+def test_a_ct_modality_under_another_sop_class_says_so(phantom, tmp_path, sop_class, shown):
+    paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "SOPClassUID", sop_class))
+    error = refused(UnusableInput, shown, paths, world_centers(phantom))
+    assert "1.2.826" not in error.detail
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "StudyInstanceUID", "SeriesInstanceUID"])
+def test_an_identifier_missing_from_some_images_is_named_as_missing(phantom, tmp_path, keyword):
+    """Not "two series" or "more than one patient": the element is missing, and no value is quoted."""
+    paths = write(phantom, tmp_path)
+    value = str(pydicom.dcmread(paths[0], stop_before_pixels=True)[keyword].value)
+    rewrite(paths[7:8], lambda ds, _: delattr(ds, keyword))
+    error = refused(UnusableInput, f"{keyword} is absent", paths, world_centers(phantom))
+    assert "1 of 40" in error.detail and value not in error.detail
