@@ -12,6 +12,7 @@ from service.cancel import Stop
 from service.dicom import centers as centres
 from service.dicom.deflated import inflate_deflated
 from service.dicom.elements import ElementScan
+from service.dicom.geometry import SeriesGeometry
 from service.dicom.headers import SliceHeader, read_headers
 from service.dicom.pixels import SliceReader
 from service.dicom.series import Series, SeriesChoice, assemble
@@ -22,6 +23,7 @@ from service.imaging.preprocess import fractional_indices, lowpass_sigmas, resam
 from service.runtime.manifest import Preprocessing
 
 GAP_FACTOR = 2.5  # a step between slices this many times the series' median is a gap
+NOT_IMAGED_MM = 5.0  # a centre in a gap wider than this (and than GAP_FACTOR median steps) is not imaged
 
 
 @dataclass
@@ -103,6 +105,7 @@ def _nodule(
     offsets = (np.arange(spec.patch_size) - (spec.patch_size - 1) / 2.0) * spec.spacing_mm
     i, j, k = (float(v) for v in center.voxel)
     along = geo.slice_position(k)
+    _check_imaged(n, along, geo)
     positions = [
         fractional_indices(along + offsets, geo.slice_mm),
         j + offsets / geo.row_spacing,
@@ -120,8 +123,12 @@ def _nodule(
             f"{' x '.join(map(str, extent))} voxels of the series; at most {max_region_voxels} are read per "
             "nodule (RESMTNET_MAX_PATCH_VOXELS): send the series at a coarser spacing"
         )
+    gap = float(np.diff(geo.slice_mm[support[0][0] : support[0][1]]).max(initial=0.0))
+    gap_note = ""
+    if gap > GAP_FACTOR * geo.slice_step:
+        gap_note = f", or missing slices: the patch spans a gap of {gap:g} mm (median step {geo.slice_step:g} mm)"
     region, padded = reader.region(*support)
-    hounsfield = _check_hounsfield(n, region, spec.fill_hu)
+    hounsfield = _check_hounsfield(n, region, spec.fill_hu, gap_note)
     local = [pos - first for pos, (first, _) in zip(positions, support, strict=True)]
     local_shifts = None if shifts is None else shifts[support[0][0] : support[0][1]]
     cube, covered = resample_at(region, local, sigmas, spec, local_shifts)
@@ -135,8 +142,7 @@ def _nodule(
         warnings.append(
             f"the patch reaches outside the scanner's field of view (pixel padding), filled with {spec.fill_hu:g} HU"
         )
-    gap = float(np.diff(geo.slice_mm[support[0][0] : support[0][1]]).max(initial=0.0))
-    if gap > GAP_FACTOR * geo.slice_step:
+    if gap_note:
         warnings.append(
             f"slices {gap:g} mm apart lie within this nodule's patch (the series' step is {geo.slice_step:g} mm): "
             "the patch is interpolated across the gap"
@@ -145,7 +151,21 @@ def _nodule(
     return PreparedNodule(window(cube, spec), center.as_dict(), warnings)
 
 
-def _check_hounsfield(n: int, region: np.ndarray, fill_hu: float) -> list[str]:
+def _check_imaged(n: int, along: float, geo: SeriesGeometry) -> None:
+    """Refuse a centre inside a gap between slices wider than NOT_IMAGED_MM and GAP_FACTOR median steps: the
+    nodule is not imaged there, and interpolation across the gap would invent its extent."""
+    m = int(np.searchsorted(geo.slice_mm, along, side="right")) - 1
+    if not 0 <= m < geo.slices - 1 or along <= geo.slice_mm[m]:
+        return
+    width = float(geo.slice_mm[m + 1] - geo.slice_mm[m])
+    if width > max(NOT_IMAGED_MM, GAP_FACTOR * geo.slice_step):
+        raise UnusableInput(
+            f"centers[{n}] lies in a gap of {width:g} mm between slices {m} and {m + 1} (median step "
+            f"{geo.slice_step:g} mm): the nodule is not imaged there; send the series with its missing slices"
+        )
+
+
+def _check_hounsfield(n: int, region: np.ndarray, fill_hu: float, gap_note: str = "") -> list[str]:
     """Refuse values no CT holds in HU (a wrong RescaleSlope or RescaleIntercept); values below any HU but with
     real ones beside them are padding outside the scanner's field of view without a PixelPaddingValue (often
     -32768 or -3024 - 1024), filled like padding. Warnings for what was filled and where no lung is seen."""
@@ -169,7 +189,7 @@ def _check_hounsfield(n: int, region: np.ndarray, fill_hu: float) -> list[str]:
     if high - low < MIN_HU_SPREAD:
         raise UnusableInput(
             f"{what} span {low:g}..{high:g}: less than {MIN_HU_SPREAD:g} HU, none of the contrast a chest CT shows "
-            "(blank images, or a RescaleSlope far too small)"
+            f"(blank images, or a RescaleSlope far too small{gap_note})"
         )
     if low > -500:
         warnings.append(

@@ -289,3 +289,9 @@ def test_a_gap_between_slices_within_a_nodules_patch_is_warned_of(phantom, serie
     middle = len(series_paths) // 2
     prepared = run(series_paths[: middle - 2] + series_paths[middle + 2 :], world_centers(phantom))
     assert any("6.25 mm apart lie within this nodule's patch" in w for w in prepared.nodules[0].warnings)
+
+
+def test_a_nodule_centre_in_a_narrow_gap_is_answered_with_the_gap_warning(phantom, series_paths):
+    """Two slices missing around the centre: 3.75 mm, under the 5 mm a nodule can hide in, interpolated."""
+    prepared = run(series_paths[:9] + series_paths[11:], world_centers(phantom))
+    assert any("3.75 mm apart lie within this nodule's patch" in w for w in prepared.nodules[0].warnings)

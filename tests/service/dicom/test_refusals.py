@@ -395,3 +395,24 @@ def test_an_identifier_missing_from_some_images_is_named_as_missing(phantom, tmp
     rewrite(paths[7:8], lambda ds, _: delattr(ds, keyword))
     error = refused(UnusableInput, f"{keyword} is absent", paths, world_centers(phantom))
     assert "1 of 40" in error.detail and value not in error.detail
+
+
+def test_a_nodule_centre_in_a_wide_gap_between_slices_is_refused(phantom, series_paths):
+    """Seven slices missing around the nodule (at 10.4 mm along the normal): its extent would be invented by
+    interpolation across 10 mm (the audit measured 5.5 mm for a 12 mm nodule), so it is not answered."""
+    refused(
+        UnusableInput,
+        "centers[0] lies in a gap of 10 mm between slices 4 and 5 (median step 1.25 mm): the nodule is not imaged",
+        series_paths[:5] + series_paths[12:],
+        world_centers(phantom),
+    )
+
+
+def test_a_series_without_contrast_around_a_nodule_names_a_gap_in_its_patch(phantom, tmp_path):
+    paths = write(phantom, tmp_path, extra={"RescaleSlope": "1e-30"})
+    refused(
+        UnusableInput,
+        "or missing slices: the patch spans a gap of 3.75 mm (median step 1.25 mm)",
+        paths[:9] + paths[11:],
+        world_centers(phantom),
+    )
