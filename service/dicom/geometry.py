@@ -68,19 +68,23 @@ class SeriesGeometry:
     @property
     def drift_pixels(self) -> tuple[float, float]:
         """The drift of a slice's origin per mm along the normal, in (rows, columns)."""
-        rows = float(self.drift @ self.col_dir) / self.row_spacing
-        return rows, float(self.drift @ self.row_dir) / self.column_spacing
+        columns, rows, _ = np.linalg.solve(self._axes(), self.drift)
+        return float(rows), float(columns)
+
+    def _axes(self) -> np.ndarray:
+        """Columns: the world step of one column (i), of one row (j), and the unit normal. Solving with it inverts
+        DICOM's P = origin + i * column spacing * row + j * row spacing * column exactly, also for the slightly
+        non-orthogonal direction cosines `directions` accepts (dot products would not)."""
+        return np.column_stack((self.column_spacing * self.row_dir, self.row_spacing * self.col_dir, self.normal))
 
     def world_to_voxel(self, xyz: np.ndarray) -> np.ndarray:
         """Fractional (i, j, k) of an LPS point; k interpolates between the true slice positions, (i, j) are in the
         frame of a slice at the point's own position along the normal."""
         d = np.asarray(xyz, dtype=np.float64) - self.origin
-        along = float(d @ self.normal)
-        d = d - along * self.drift
-        i = float(d @ self.row_dir) / self.column_spacing
-        j = float(d @ self.col_dir) / self.row_spacing
+        along = float(d @ self.normal)  # the normal is orthogonal to both directions: exact
+        i, j, _ = np.linalg.solve(self._axes(), d - along * self.drift)
         k = float(fractional_indices(np.array([along]), self.slice_mm)[0])
-        return np.array([i, j, k])
+        return np.array([float(i), float(j), k])
 
     def voxel_to_world(self, ijk: np.ndarray) -> np.ndarray:
         """LPS point of fractional (i, j, k)."""

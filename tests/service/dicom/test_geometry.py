@@ -4,6 +4,7 @@ on the same files, TransformPhysicalPointToContinuousIndex."""
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 
 from service.dicom.headers import read_headers
@@ -45,3 +46,22 @@ def test_world_to_voxel_matches_simpleitk(variant, tmp_path):
             image.TransformPhysicalPointToContinuousIndex(geo.voxel_to_world(ijk).tolist()), ijk, atol=2e-3
         )
     assert geo.orientation_label() == ("oblique" if variant == "oblique" else "axial")
+
+
+@pytest.mark.parametrize("cosine", [0.003, 0.009])
+def test_world_to_voxel_inverts_dicoms_mapping_for_slightly_non_orthogonal_cosines(cosine, tmp_path):
+    """A column direction tilted towards the row direction (row . column = cosine, within the accepted 0.01): the
+    point DICOM puts at pixel (i, j) of slice k maps back to (i, j, k), far from the origin too."""
+    from tests.service.dicom.builders import rewrite
+
+    phantom = small_chest(2, n_nodules=0)
+    column = [cosine, float(np.sqrt(1 - cosine**2)), 0.0]
+    paths = rewrite(write(phantom, tmp_path), lambda ds, _: setattr(ds, "ImageOrientationPatient", [1, 0, 0, *column]))
+    geo = assemble(read_headers([p.read_bytes() for p in paths]), SeriesChoice(), 40.0).geometry
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    spacing_rows, spacing_columns = (float(v) for v in first.PixelSpacing)
+    for i, j, k in [(3.0, 60.0, 0), (48.0, 61.5, 17), (60.25, 2.0, 39)]:
+        origin = np.array(pydicom.dcmread(paths[k], stop_before_pixels=True).ImagePositionPatient, dtype=float)
+        world = origin + i * spacing_columns * np.array([1.0, 0, 0]) + j * spacing_rows * np.array(column)
+        np.testing.assert_allclose(geo.world_to_voxel(world), [i, j, k], atol=1e-6)
+        np.testing.assert_allclose(geo.voxel_to_world(np.array([i, j, k])), world, atol=1e-6)
