@@ -123,6 +123,7 @@ class SliceReader:
         for keyword, meaning in (("PixelData", "no pixel data"), ("BitsAllocated", "no BitsAllocated")):
             if keyword not in ds:
                 raise UnusableInput(f"series file {h.file + 1} has {meaning}: its pixels cannot be read")
+        _check_native_length(ds, h)
         try:
             return pixel_array(ds, index=h.frame) if h.frame is not None else pixel_array(ds)
         except UnusableInput:
@@ -157,6 +158,26 @@ def _check_stream_sizes(ds: Dataset, h: SliceHeader) -> None:
                 f"series file {h.file + 1}: its compressed pixel data is {rows}x{columns}, not the "
                 f"{h.rows}x{h.columns} its header declares"
             )
+
+
+def _check_native_length(ds: Dataset, h: SliceHeader) -> None:
+    """Refuse uncompressed pixel data shorter than its header declares (Rows x Columns x BitsAllocated, times the
+    frames), naming both sizes."""
+    pixel_data = ds.get("PixelData")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not isinstance(pixel_data, bytes) or syntax is None or UID(syntax).is_encapsulated:
+        return
+    try:
+        frames = max(int(ds.get("NumberOfFrames") or 1), 1)
+    except (TypeError, ValueError):
+        frames = 1
+    need = ((h.rows or 0) * (h.columns or 0) * h.samples_per_pixel * (h.bits_allocated or 0) * frames + 7) // 8
+    if len(pixel_data) < need:
+        times = f" x {frames} frames" if frames > 1 else ""
+        raise UnusableInput(
+            f"series file {h.file + 1}: its pixel data holds {len(pixel_data)} bytes; the {h.rows}x{h.columns} "
+            f"pixels of {h.bits_allocated} bits{times} its header declares need {need}"
+        )
 
 
 def _name_the_encoding(ds: Dataset) -> None:

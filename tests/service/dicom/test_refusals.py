@@ -416,3 +416,14 @@ def test_a_series_without_contrast_around_a_nodule_names_a_gap_in_its_patch(phan
         paths[:9] + paths[11:],
         world_centers(phantom),
     )
+
+
+def test_uncompressed_pixel_data_shorter_than_its_header_declares_names_both_sizes(phantom, tmp_path):
+    paths = write(phantom, tmp_path)
+    rewrite(paths[8:9], lambda ds, _: setattr(ds, "PixelData", ds.PixelData[:4096]))
+    refused(
+        UnusableInput,
+        "series file 9: its pixel data holds 4096 bytes; the 64x64 pixels of 16 bits its header declares need 8192",
+        paths,
+        world_centers(phantom),
+    )
