@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         "its own (no container CPU limit narrower than its affinity mask)",
     )
     intra_op_spinning: bool = Field(
-        False, description="let onnxruntime's threads spin between runs (faster alone, steals CPU from the server)"
+        False,
+        description="let onnxruntime's threads keep spinning between runs (they always spin inside one); off, they "
+        "stop as each run ends, leaving the CPU to the server",
     )
     preprocess_threads: int = Field(1, ge=1, description="worker threads for parsing and resampling")
     inline_prepare_bytes: int = Field(

@@ -88,13 +88,17 @@ def _check_shapes(declared: list[TensorSpec], actual: list, kind: str) -> None:
 
 
 def session_options(intra_op_threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
-    """The service's session options: full graph optimisation, one run at a time, these intra-op threads."""
+    """The service's session options: full graph optimisation, one run at a time, these intra-op threads. The
+    threads spin inside a run, where an operator's work passes between them at once instead of waking a sleeping
+    thread; with spinning False they stop as the run ends, leaving the CPU to parsing and preprocessing."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    if not spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     # onnxruntime writes its own (coloured, not JSON) lines to stderr: only its errors, never its warnings, may
     # break the one-JSON-object-per-line log; what an operator must know, the provider check reports.
     ort.set_default_logger_severity(ORT_ERROR)

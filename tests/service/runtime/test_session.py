@@ -1,11 +1,14 @@
 import importlib.util
 import logging
+import time
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from service.runtime import session
+from service.runtime.store import resolve
+from tests.conftest import DEFAULT_STORE, DEFAULT_VERSION
 
 
 def with_nvidia_wheels(monkeypatch, present: bool) -> None:
@@ -68,3 +71,20 @@ def test_onnxruntimes_own_warnings_stay_out_of_the_json_log(capfd):
     assert "Removing initializer 'unused'" in capfd.readouterr().err
     ort.InferenceSession(model, sess_options=session.session_options(1), providers=["CPUExecutionProvider"])
     assert capfd.readouterr().err == ""
+
+
+def test_threads_spin_inside_a_run_and_with_spinning_off_stop_as_it_ends():
+    """Spinning inside a run hands an operator's work between the threads without waking one; a thread left
+    spinning after the run (onnxruntime's default, for tens of ms) would burn a core the event loop needs."""
+    entry = resolve(DEFAULT_STORE, "res_mtnet", DEFAULT_VERSION)
+    for spinning in (False, True):
+        options = session.session_options(2, spinning)
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    run = ort.InferenceSession(
+        str(entry.onnx_path), sess_options=session.session_options(2, False), providers=["CPUExecutionProvider"]
+    )
+    x = np.zeros([1, *entry.manifest.inputs[0].shape[1:]], dtype=np.float32)
+    run.run(None, {run.get_inputs()[0].name: x})
+    started = time.process_time()
+    time.sleep(0.3)
+    assert time.process_time() - started < 0.005  # nothing runs once the run is over
