@@ -14,6 +14,7 @@ import onnxruntime as ort
 from bench.inprocess import session_on
 from service.imaging.preprocess import preprocess, volume_center_vox
 from service.runtime.manifest import Manifest
+from service.runtime.session import session_options
 from service.runtime.store import ModelEntry, resolve
 
 
@@ -27,14 +28,11 @@ def worker_threads(setting: int, workers: int) -> int:
 
 
 def open_session(entry: ModelEntry, workers: int = 1) -> ort.InferenceSession:
-    """A session like the service's: the cores shared out among the `workers` sessions running side by side (all of
-    them for one), no spinning; on CUDA when RESMTNET_PROVIDER is cuda (the benchmark's GPU sweep)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = worker_threads(int(os.environ.get("RESMTNET_INTRA_OP_THREADS", "0")), workers)
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return session_on(os.environ.get("RESMTNET_PROVIDER", "cpu"), entry.onnx_path, options)
+    """A session with the service's options (service.runtime.session.session_options: its threads spin inside a run
+    and stop as it ends), the cores shared out among the `workers` sessions running side by side (all of them for
+    one); on CUDA when RESMTNET_PROVIDER is cuda (the benchmark's GPU sweep)."""
+    threads = worker_threads(int(os.environ.get("RESMTNET_INTRA_OP_THREADS", "0")), workers)
+    return session_on(os.environ.get("RESMTNET_PROVIDER", "cpu"), entry.onnx_path, session_options(threads, False))
 
 
 def prepare(npy: bytes, spacing: str, manifest: Manifest) -> np.ndarray:

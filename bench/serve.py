@@ -36,6 +36,7 @@ from bench.plot import plot_sweep
 from bench.rounds import markdown as rounds_markdown
 from bench.rounds import paired_rounds
 from bench.servers import REPO, Contender, running
+from service.runtime.cpus import available_cpus
 from service.runtime.session import CPU, CUDA
 from service.runtime.store import resolve
 from training.data.phantoms import lung_background, paint_nodule, sample_nodule, scanner
@@ -152,8 +153,10 @@ def measure_ceiling(
 ) -> list[dict]:
     """onnxruntime in-process on this model: one session with all the threads (the layout a lone request gets) at
     the ceiling's batch sizes, and on CPU, with all cores, as many single-threaded sessions side by side (on CUDA the
-    service keeps one session per GPU), unpinned and each on a CPU of its own."""
-    session = open_session(model, threads, provider)
+    service keeps one session per GPU), unpinned and each on a CPU of its own. With threads 0 the CPU session gets
+    one thread per available core, as the service's solo session does: left to choose, onnxruntime pins its own
+    threads, and the caller then shares a core with one of them until the kernel moves it (a third slower)."""
+    session = open_session(model, threads or (available_cpus() if provider == "cpu" else 0), provider)
     batches = ceiling_batches(provider, max_batch)
     rows = [{"layout": "1 session", **measure(session, b, size, seconds)} for b in batches]
     del session
