@@ -30,7 +30,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field("json", description="one JSON object per log line, or plain text")
     model_store: Path = Field(Path("model_store"), description="folder holding <name>/<version>/ model folders")
     model_name: str = Field("res_mtnet", description="model served from the store")
-    model_version: str | None = Field(None, description="pin one version; default: the newest")
+    model_version: str | None = Field(
+        None,
+        description="pin one version folder (e.g. 1.2.0); default: the newest version, a release after its "
+        "pre-releases (1.3.0-rc1 < 1.3.0); folders whose names are not versions are skipped with a warning",
+    )
     provider: Literal["auto", "cuda", "cpu"] = Field(
         "auto",
         description="auto: CUDA when onnxruntime has it, else CPU; cuda: CUDA or not ready; cpu: CPU only",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from service.runtime.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_of
+from service.runtime.versions import VERSION_FORM, is_version, sort_key
+
+log = logging.getLogger("resmtnet")
 
 
 class ModelStoreError(Exception):
@@ -25,17 +28,26 @@ class ModelEntry:
         return self.directory / MODEL_FILE
 
 
-def _version_key(version: str) -> tuple:
-    """Numeric-aware ordering: 1.10.0 after 1.9.2; plain text sorts by its digits and letters."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-_+]", version))
+def _scan(store: Path, name: str) -> tuple[list[str], list[str]]:
+    """The version folders holding a manifest and a model, oldest first; and the other visible folders."""
+    root = store / name
+    if not root.is_dir():
+        return [], []
+    versions, ignored = [], []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):  # hidden: e.g. an export in progress
+            continue
+        if is_version(d.name) and (d / MANIFEST_FILE).is_file() and (d / MODEL_FILE).is_file():
+            versions.append(d.name)
+        else:
+            ignored.append(d.name)
+    return sorted(versions, key=sort_key), ignored
 
 
 def list_versions(store: Path, name: str) -> list[str]:
-    root = store / name
-    if not root.is_dir():
-        return []
-    found = [d.name for d in root.iterdir() if (d / MANIFEST_FILE).is_file() and (d / MODEL_FILE).is_file()]
-    return sorted(found, key=_version_key)
+    """Folder names that are versions (see VERSION_FORM) and hold both files, oldest first: a pre-release sorts
+    before its release."""
+    return _scan(store, name)[0]
 
 
 def read_entry(store: Path, name: str, version: str) -> ModelEntry:
@@ -54,12 +66,19 @@ def read_entry(store: Path, name: str, version: str) -> ModelEntry:
 
 
 def resolve(store: Path, name: str, version: str | None = None) -> ModelEntry:
-    """The pinned version, or the newest one; its model.onnx must match the manifest's sha256."""
-    versions = list_versions(store, name)
+    """The pinned version, or the newest one; its model.onnx must match the manifest's sha256.
+
+    Folders that are not versions are logged and skipped. A chosen version that fails verification is refused,
+    with no fallback to an older one."""
+    versions, ignored = _scan(store, name)
+    for folder in ignored:
+        why = f"lacks {MANIFEST_FILE} or {MODEL_FILE}" if is_version(folder) else f"is not a version ({VERSION_FORM})"
+        log.warning("model store: %s %s: ignored", store / name / folder, why)
     if not versions:
         raise ModelStoreError(f"no versions of model {name!r} under {store}")
     if version is not None and version not in versions:
-        raise ModelStoreError(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}")
+        hint = "" if is_version(version) else f" ({version!r} is not a version: {VERSION_FORM})"
+        raise ModelStoreError(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}{hint}")
     entry = read_entry(store, name, version or versions[-1])
     actual = sha256_of(entry.onnx_path)
     if actual != entry.manifest.sha256:

@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 
 import pytest
@@ -25,6 +26,36 @@ def test_newest_version_is_served_unless_one_is_pinned(store_copy):
     assert resolve(store_copy, "res_mtnet", "0.0.2").manifest.version == "0.0.2"
     with pytest.raises(ModelStoreError, match="no version '9.9'"):
         resolve(store_copy, "res_mtnet", "9.9")
+
+
+def test_a_release_is_newer_than_its_pre_releases(store_copy):
+    for v in ("1.3.0", "1.3.0-rc1", "1.2.0", "1.3.0-rc.2", "1.3.0-rc.10", "1.3.0-alpha"):
+        add_version(store_copy, v)
+    assert list_versions(store_copy, "res_mtnet") == [
+        "0.0.1",
+        "1.2.0",
+        "1.3.0-alpha",
+        "1.3.0-rc.2",
+        "1.3.0-rc.10",
+        "1.3.0-rc1",
+        "1.3.0",
+    ]
+    assert resolve(store_copy, "res_mtnet").manifest.version == "1.3.0"
+
+
+def test_folders_that_are_not_versions_are_skipped_with_a_warning(store_copy, caplog):
+    add_version(store_copy, "0.0.2")
+    add_version(store_copy, "candidate")  # a valid manifest whose version is "candidate"
+    shutil.copytree(store_copy / "res_mtnet" / "0.0.2", store_copy / "res_mtnet" / "0.0.2.bak")
+    shutil.copytree(store_copy / "res_mtnet" / "0.0.2", store_copy / "res_mtnet" / ".0.0.3.export-tmp")
+    assert list_versions(store_copy, "res_mtnet") == ["0.0.1", "0.0.2"]
+    with caplog.at_level(logging.WARNING, logger="resmtnet"):
+        assert resolve(store_copy, "res_mtnet").manifest.version == "0.0.2"
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "candidate is not a version" in warned and "0.0.2.bak is not a version" in warned
+    assert "export-tmp" not in warned  # hidden folders are skipped silently
+    with pytest.raises(ModelStoreError, match="'candidate' is not a version"):
+        resolve(store_copy, "res_mtnet", "candidate")
 
 
 def test_empty_store_and_invalid_manifest_are_refused(tmp_path, store_copy):
