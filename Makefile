@@ -7,8 +7,14 @@ TORCH_VERSION := 2.13.0
 DATA ?= ../shared/datasets
 # onnxruntime-gpu where an NVIDIA driver is present, the CPU build elsewhere.
 RUNTIME ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
-MODEL_VERSION ?= 1.2.0
-# The committed default model's recipe.
+# make train writes a new version folder, never an existing one (OVERWRITE=1 replaces it). Unless MODEL_VERSION names
+# one (e.g. 1.3.0), a pre-release stamped with the UTC time: it sorts below every release, so the service keeps serving
+# the newest release until RESMTNET_MODEL_VERSION pins the new model.
+ifndef MODEL_VERSION
+MODEL_VERSION := 0.0.0-dev.$(shell date -u +%Y%m%d%H%M%S)
+endif
+EXPORT_FLAGS = $(if $(OVERWRITE),--overwrite)
+# The committed default model's recipe (the same numbers only on the same CPU family and thread count: README, Training).
 TRAIN_ARGS ?= --epochs 18 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2
 
@@ -70,11 +76,13 @@ lint: $(VENV)/.dev
 	$(PY) -m mypy service
 
 # Train, evaluate on held-out data, export to model_store/res_mtnet/$(MODEL_VERSION). 45 to 60 minutes on 2 CPU cores.
+# The version is checked first, so a refused one costs seconds, not a training run.
 train: $(VENV)/.dev
+	$(PY) -m training.export --check-only --version $(MODEL_VERSION) $(EXPORT_FLAGS)
 	$(PY) -m training.train --data-root $(DATA) --out checkpoints $(TRAIN_ARGS)
 	$(PY) -m training.evaluate --checkpoint checkpoints/last.pt --data-root $(DATA) \
 		--out checkpoints/evaluation.json --real-inputs-out checkpoints/real_inputs.npy
-	$(PY) -m training.export --checkpoint checkpoints/last.pt --version $(MODEL_VERSION) \
+	$(PY) -m training.export --checkpoint checkpoints/last.pt --version $(MODEL_VERSION) $(EXPORT_FLAGS) \
 		--evaluation checkpoints/evaluation.json --real-inputs checkpoints/real_inputs.npy
 
 # Service vs onnxruntime in-process, a per-request FastAPI baseline and LitServe, concurrency 1..32;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -51,3 +52,37 @@ def test_python_3_11_and_newer_pass_the_check_and_a_failed_environment_is_remove
 def test_a_missing_python_is_named_as_missing(tmp_path):
     done = make_run(tmp_path, "python3-that-is-not-installed")
     assert done.returncode != 0 and "python3-that-is-not-installed is not installed" in done.stdout
+
+
+def make_train(folder: Path, *variables: str) -> subprocess.CompletedProcess:
+    """make train in a copy of the Makefile, with this interpreter's environment taken as made (-o)."""
+    shutil.copy(REPO / "Makefile", folder / "Makefile")
+    venv = Path(sys.executable).parent.parent
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        ["make", "-o", f"{venv}/.dev", "train", f"VENV={venv}", "DATA=/nonexistent", *variables],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_make_train_refuses_an_existing_version_before_training(tmp_path):
+    (tmp_path / "model_store" / "res_mtnet" / "1.2.0").mkdir(parents=True)
+    done = make_train(tmp_path, "MODEL_VERSION=1.2.0")
+    assert done.returncode != 0
+    assert "model_store/res_mtnet/1.2.0 exists" in done.stderr and "MODEL_VERSION=x.y.z" in done.stderr
+    assert "training.train" not in done.stdout  # refused before any training started
+    done = make_train(tmp_path, "MODEL_VERSION=candidate")
+    assert done.returncode != 0 and "'candidate' is not a version" in done.stderr
+
+
+def test_make_train_defaults_to_a_new_pre_release_version(tmp_path):
+    done = make_train(tmp_path, "-n")
+    exported = [line for line in done.stdout.splitlines() if "training.export" in line]
+    assert len(exported) == 2 and all("--version 0.0.0-dev." in line for line in exported)
+    assert exported[0].split("--version ")[1].split()[0] == exported[1].split("--version ")[1].split()[0]
+    assert "--overwrite" not in done.stdout
+    assert "--overwrite" in make_train(tmp_path, "-n", "OVERWRITE=1").stdout

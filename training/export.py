@@ -1,13 +1,19 @@
 """Export a trained Res-MTNet to ONNX in the model store, with a parity check, manifest and model card.
 
-    python -m training.export --checkpoint checkpoints/last.pt --version 1.2.0 \
-        [--evaluation checkpoints/evaluation.json] [--store model_store]
+    python -m training.export --checkpoint checkpoints/last.pt --version 1.3.0 \
+        [--evaluation checkpoints/evaluation.json] [--store model_store] [--overwrite]
+    python -m training.export --check-only --version 1.3.0      # would the export be allowed? (before training)
+
+A version folder is never rewritten unless --overwrite is given. Everything is written to a hidden folder beside it
+and renamed into place only once the parity check has passed, so a failed export leaves the store as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import time
 import warnings
 from datetime import UTC, datetime
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 
 from service.runtime.manifest import MODEL_FILE, Calibration, Manifest, Preprocessing, TensorSpec, sha256_of
+from service.runtime.versions import VERSION_FORM, is_version
 from training.model import (
     ATTRIBUTE_LABELS,
     MALIGNANCY_LABELS,
@@ -39,6 +46,38 @@ MODEL_NAME = "res_mtnet"
 INPUT_NAME = "patch"
 OPSET = 17
 PARITY_LIMIT = 1e-4
+
+
+class ExportError(Exception):
+    """The export may not write where it was asked to: not a version, or a version that exists."""
+
+
+def version_folder(store: Path, version: str, overwrite: bool = False) -> Path:
+    """store/res_mtnet/<version>, after checking that the export may write it."""
+    if not is_version(version):
+        raise ExportError(f"{version!r} is not a version the service would serve ({VERSION_FORM})")
+    out_dir = store / MODEL_NAME / version
+    if out_dir.exists() and not overwrite:
+        raise ExportError(
+            f"{out_dir} exists, and a version folder is not rewritten: choose another version "
+            "(make train MODEL_VERSION=x.y.z, or training.export --version x.y.z), or replace this one on purpose "
+            "(make train OVERWRITE=1, or training.export --overwrite)"
+        )
+    return out_dir
+
+
+def _move_into_place(staged: Path, out_dir: Path) -> None:
+    """Rename the finished folder to its version; an existing one (overwrite) is renamed aside first."""
+    old = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(old)
+    try:
+        staged.rename(out_dir)
+    except OSError:
+        if old.exists():
+            old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def tensor_specs(patch_size: int, spacing_mm: float) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -184,13 +223,38 @@ def export_model(
     training: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
     remeasure: bool = False,
+    overwrite: bool = False,
 ) -> Manifest:
     """Write model.onnx, manifest.json and MODEL_CARD.md (and the reliability plot when the evaluation fitted a
-    calibration) to store/res_mtnet/<version>/; fail on bad parity."""
-    out_dir = store / MODEL_NAME / version
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / MODEL_FILE
+    calibration) to store/res_mtnet/<version>/, all at once; fail on bad parity, or on an existing version unless
+    overwrite is given."""
+    out_dir = version_folder(store, version, overwrite)
     previous = _previous_manifest(out_dir)
+    staged = out_dir.with_name(f".{version}.export-{os.getpid()}")  # hidden: the store skips it
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        manifest = _write_version(
+            model, staged, version, preprocessing, real_inputs, training, evaluation, previous, remeasure
+        )
+        _move_into_place(staged, out_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return manifest
+
+
+def _write_version(
+    model: ResMTNet,
+    out_dir: Path,
+    version: str,
+    preprocessing: Preprocessing,
+    real_inputs: np.ndarray | None,
+    training: dict[str, Any] | None,
+    evaluation: dict[str, Any] | None,
+    previous: Manifest | None,
+    remeasure: bool,
+) -> Manifest:
+    path = out_dir / MODEL_FILE
     export_onnx(model, path)
     d = model.config.patch_size
     rng = np.random.default_rng(0)
@@ -246,8 +310,8 @@ def load_checkpoint(path: Path) -> tuple[ResMTNet, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--version", required=True)
+    p.add_argument("--checkpoint", type=Path, help="required unless --check-only")
+    p.add_argument("--version", required=True, help=f"the folder to create: {VERSION_FORM}")
     p.add_argument("--store", type=Path, default=Path("model_store"))
     p.add_argument("--evaluation", type=Path, default=None, help="JSON written by training.evaluate")
     p.add_argument("--real-inputs", type=Path, default=None, help=".npy of real model inputs for parity")
@@ -256,7 +320,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="time the graph again even when it is byte-identical to the one already in the store",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace the version's folder if it exists")
+    p.add_argument("--check-only", action="store_true", help="only check that the version may be written")
     args = p.parse_args(argv)
+    try:
+        version_folder(args.store, args.version, args.overwrite)
+    except ExportError as exc:
+        raise SystemExit(f"training.export: {exc}") from None
+    if args.check_only:
+        return
+    if args.checkpoint is None:
+        p.error("--checkpoint is required unless --check-only is given")
     model, state = load_checkpoint(args.checkpoint)
     evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else {}
     real = np.load(args.real_inputs) if args.real_inputs else None
@@ -275,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         training,
         evaluation,
         remeasure=args.remeasure_latency,
+        overwrite=args.overwrite,
     )
     print(json.dumps({"version": manifest.version, "sha256": manifest.sha256, **manifest.export}, default=str))
 
