@@ -40,6 +40,7 @@ from training.model import (
     count_parameters,
 )
 from training.model_card import write_model_card
+from training.provenance import applied_args
 from training.reliability_plot import PLOT_FILE, plot_reliability
 
 MODEL_NAME = "res_mtnet"
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else {}
     real = np.load(args.real_inputs) if args.real_inputs else None
     training = {
-        "args": state.get("args", {}),
+        **applied_args(state.get("args", {}), model.config.to_dict()),
+        "provenance": state.get("provenance", {}),
         "task_weights": state.get("task_weights", {}),
         "epochs": state.get("epoch", -1) + 1,
         "history": state.get("history", [])[-1:],

@@ -23,6 +23,7 @@ from training.data.lidc import load_voi, split_by_patient
 from training.defaults import ELONGATED_EVERY, PHANTOM_TEST_SEED, PREPROCESSING, VAL_FRACTION
 from training.losses import TASK_WEIGHTS, task_losses, total_loss
 from training.model import ResMTNet, ResMTNetConfig
+from training.provenance import environment, patients_digest
 from training.quick_eval import quick_metrics
 
 
@@ -97,7 +98,9 @@ def task_weights(args: argparse.Namespace) -> dict[str, float]:
     return {**TASK_WEIGHTS, "malignancy": args.malignancy_weight}
 
 
-def save_checkpoint(path: Path, model: ResMTNet, opt, sched, epoch: int, args, history: list) -> None:
+def save_checkpoint(
+    path: Path, model: ResMTNet, opt, sched, epoch: int, args, history: list, provenance: dict | None = None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -112,6 +115,7 @@ def save_checkpoint(path: Path, model: ResMTNet, opt, sched, epoch: int, args, h
             "task_weights": task_weights(args),
             "malignancy_smoothing": args.malignancy_smoothing,
             "history": history,
+            "provenance": provenance or {},
         },
         tmp,
     )
@@ -137,6 +141,9 @@ def main(argv: list[str] | None = None) -> Path:
         config = ResMTNetConfig(**state["config"])
     model = ResMTNet(config)
     phantoms, val_phantoms, lidc_train, lidc_val = build_data(args, rank, world)
+    provenance = environment()  # of this invocation (a resumed run records where it finished)
+    if lidc_val is not None:
+        provenance["lidc_held_out_patients"] = patients_digest(lidc_val.voi.patient_id)
     n_per_epoch = len(phantoms) + (len(lidc_train.voi) * args.lidc_repeats if lidc_train else 0)
     if world > 1:  # every rank must take the same number of steps
         n = torch.tensor([n_per_epoch])
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> Path:
             line.update(quick_metrics(model, val_phantoms, lidc_val))
             history.append(line)
             print(json.dumps(line), flush=True)
-            save_checkpoint(last, model, opt, sched, epoch, args, history)
+            save_checkpoint(last, model, opt, sched, epoch, args, history, provenance)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

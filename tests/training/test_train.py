@@ -61,6 +61,8 @@ def test_training_lowers_the_loss_and_resumes(tmp_path):
     state = torch.load(out / "last.pt", weights_only=False)
     history = state["history"]
     assert len(history) == 4 and state["config"]["widths"] == [4, 8] and state["config"]["dropout"] == 0.05
+    assert state["provenance"]["torch_threads"] == 1 and state["provenance"]["cpu"]
+    assert "git_commit" in state["provenance"]
     total = [sum(v for k, v in h.items() if k.startswith("loss_")) for h in history]
     assert total[-1] < total[0]
     model, _ = load_checkpoint(out / "last.pt")
