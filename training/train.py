@@ -70,6 +70,7 @@ def phantom_shard(count: int, rank: int, world: int) -> list[int]:
 
 
 def build_data(args: argparse.Namespace, rank: int, world: int):
+    voi = None if args.no_lidc else load_voi(args.data_root)  # first: a wrong path fails before phantoms are rendered
     seeds = phantom_shard(args.phantoms, rank, world)
     workers = max((os.cpu_count() or 1) // world, 1)
     phantoms = phantom_set(seeds, PREPROCESSING, args.cache_dir, workers=workers, elongated_every=args.elongated_every)
@@ -78,8 +79,7 @@ def build_data(args: argparse.Namespace, rank: int, world: int):
     if rank == 0:
         val_phantoms = phantom_set(val_seeds, PREPROCESSING, args.cache_dir, elongated_every=args.elongated_every)
     lidc_train = lidc_val = None
-    if not args.no_lidc:
-        voi = load_voi(args.data_root)
+    if voi is not None:
         train_mask, val_mask = split_by_patient(voi.patient_id, VAL_FRACTION, seed=0)
         train_idx = np.nonzero(train_mask)[0][rank::world]
         lidc_train = LidcSource(voi.subset(train_idx), PREPROCESSING, seed=args.seed + rank)

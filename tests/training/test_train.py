@@ -105,3 +105,10 @@ def test_every_rank_gets_its_share_of_the_elongated_phantoms(world):
     assert sorted(seed for shard in shards for seed in shard) == list(range(1003))
     elongated = [sum(seed % 5 == 0 for seed in shard) / len(shard) for shard in shards]
     assert max(elongated) - min(elongated) < 0.01
+
+
+def test_a_wrong_data_root_fails_before_any_phantom_is_rendered(tmp_path):
+    args = [a for a in TINY if a != "--no-lidc"]
+    with pytest.raises(FileNotFoundError, match="lidc_voi/train.npz not found: --data-root"):
+        main([*args, "--data-root", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path / "cache")])
+    assert not (tmp_path / "cache").exists()

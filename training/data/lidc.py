@@ -1,8 +1,9 @@
 """The real LIDC-IDRI sets in the shared data folder (see its README): 3-D VOI cubes and 2-D largest slices.
 
-The 3-D cubes are filler (-1024) outside the original VOI. Training never shows the model that filler as it is
-stored: `to_model_grid` first replaces it by lung-like tissue (or, sometimes, by other fills), so the answer cannot
-depend on it. Labels are per nodule; patients are split, never nodules.
+The 3-D cubes are filler (-1024) outside the original VOI. In training (`LidcSource.batch("random")`) it is replaced
+by lung-like tissue in three of four examples and left as stored (air, once windowed) in one in four, so the model is
+not taught to rely on either; the evaluation measures what effect is left (`filler_invariance`). Labels are per
+nodule; patients are split, never nodules.
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ class LidcVoi:
 
 
 def load_voi(data_root: Path) -> LidcVoi:
-    with np.load(Path(data_root) / VOI_FILE, allow_pickle=False) as d:
+    path = Path(data_root) / VOI_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: --data-root (make train DATA=...) must name the shared datasets folder"
+        )
+    with np.load(path, allow_pickle=False) as d:
         names = [str(n) for n in d["attribute_names"]]
         attrs = d["attributes_maxvote"].astype(np.float32)
         return LidcVoi(
