@@ -10,7 +10,7 @@ import struct
 import zlib
 from collections.abc import Callable
 
-from service.dicom.elements import DEFLATED_EXPLICIT_LE, EXPLICIT_LE, LONG_VRS, file_meta
+from service.dicom.elements import DEFLATED_EXPLICIT_LE, EXPLICIT_LE, LONG_VRS, UnreadableMeta, file_meta
 from service.dicom.sources import MAX_COMPRESSION_RATIO
 from service.errors import MalformedInput, PayloadTooLarge
 
@@ -27,7 +27,10 @@ def inflate_deflated(
     total = sum(len(f) for f in files)
     out = list(files)
     for n, data in enumerate(files):
-        meta = file_meta(data)
+        try:
+            meta = file_meta(data)
+        except UnreadableMeta as exc:
+            raise MalformedInput(f"series file {n + 1}: its file meta group cannot be read: {exc}") from None
         if meta is None or meta[2] != DEFLATED_EXPLICIT_LE:
             continue
         if check is not None:

@@ -106,10 +106,16 @@ class ElementScan:
         return self._found.get(_address(data)) if self._found and len(data) else None
 
 
+class UnreadableMeta(ValueError):
+    """A file meta group that cannot be walked; the message says why."""
+
+
 def file_meta(data: bytes | memoryview) -> tuple[int, int, str] | None:
     """(start, end, TransferSyntaxUID) of the file meta group (explicit VR little endian, after the preamble or at
-    the start of a bare file); None when the file has none or it cannot be walked. An unknown VR is read with a
-    2-byte length, as pydicom reads it."""
+    the start of a bare file); None when the file has none. A group that cannot be walked (an undefined length, which
+    the standard never allows there, or a value past the file's end) raises UnreadableMeta: pydicom would still read
+    such a group, and with it inflate a deflated dataset in one call. An unknown VR is read with a 2-byte length, as
+    pydicom reads it."""
     view = memoryview(data)
     start = 132 if len(view) >= 132 and view[128:132] == b"DICM" else 0
     pos, syntax = start, ""
@@ -118,10 +124,12 @@ def file_meta(data: bytes | memoryview) -> tuple[int, int, str] | None:
         value_at = pos + 8
         if vr in LONG_VRS:
             if pos + 12 > len(view):
-                return None
+                raise UnreadableMeta("it ends inside an element")
             length, value_at = _LONG.unpack_from(view, pos + 8)[0], pos + 12
-        if length == UNDEFINED or value_at + length > len(view):
-            return None
+        if length == UNDEFINED:
+            raise UnreadableMeta("an element of undefined length, which the file meta group may not hold")
+        if value_at + length > len(view):
+            raise UnreadableMeta("an element runs past the end of the file")
         if ((group << 16) | element) == 0x00020010:
             syntax = bytes(view[value_at : value_at + length]).decode("ascii", "replace").strip(" \0")
         pos = value_at + length

@@ -83,6 +83,37 @@ def test_a_deflate_bomb_is_refused_at_the_compression_ratio_in_bounded_memory(ph
     assert peak < 16 << 20  # of 64 MiB: stopped a few MiB in
 
 
+@pytest.mark.parametrize(
+    "element, why",
+    [
+        (
+            struct.pack("<HH2sHI", 0x0002, 0x0200, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0),
+            "undefined",
+        ),
+        (struct.pack("<HH2sHI", 0x0002, 0x0200, b"OB", 0, 1 << 30), "past the end of the file"),
+    ],
+    ids=["undefined-length", "past-the-end"],
+)
+def test_a_deflate_bomb_behind_a_file_meta_group_that_cannot_be_walked_is_refused_in_bounded_memory(
+    phantom, element, why
+):
+    """pydicom reads an undefined-length sequence in the file meta group, and would then inflate the whole dataset
+    in one call: such a group is refused before anything inflates or reads the file."""
+    data = bomb(64)
+    head = data.index(b"\x02\x00\x10\x00UI")  # TransferSyntaxUID: the crafted element goes after it
+    length = struct.unpack_from("<H", data, head + 6)[0]
+    cut = head + 8 + length
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedInput) as caught:
+            run([data[:cut] + element + data[cut:]], world_centers(phantom))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "series file 1: its file meta group cannot be read" in caught.value.detail and why in caught.value.detail
+    assert peak < 16 << 20
+
+
 def test_inflated_bytes_count_against_the_uploads_byte_limit(phantom, series_paths, tmp_path):
     files = deflated(series_paths, tmp_path)
     limits = dataclasses.replace(LIMITS, max_bytes=sum(map(len, files)) + 1000)
