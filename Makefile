@@ -13,7 +13,7 @@ RUNTIME ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu
 ifndef MODEL_VERSION
 MODEL_VERSION := 0.0.0-dev.$(shell date -u +%Y%m%d%H%M%S)
 endif
-EXPORT_FLAGS = $(if $(OVERWRITE),--overwrite)
+EXPORT_FLAGS = $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
 # The committed default model's recipe (the same numbers only on the same CPU family and thread count: README, Training).
 TRAIN_ARGS ?= --epochs 18 --malignancy-weight 0.5 --malignancy-smoothing 0.1 --max-shift 1 \
 	--weight-decay 5e-4 --lidc-repeats 2

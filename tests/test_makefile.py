@@ -86,3 +86,4 @@ def test_make_train_defaults_to_a_new_pre_release_version(tmp_path):
     assert exported[0].split("--version ")[1].split()[0] == exported[1].split("--version ")[1].split()[0]
     assert "--overwrite" not in done.stdout
     assert "--overwrite" in make_train(tmp_path, "-n", "OVERWRITE=1").stdout
+    assert "--overwrite" not in make_train(tmp_path, "-n", "OVERWRITE=0").stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _IDENT = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
-_VERSION = re.compile(rf"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-({_IDENT}(?:\.{_IDENT})*))?")
+_VERSION = re.compile(rf"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-({_IDENT}(?:\.{_IDENT})*))?", re.ASCII)
 VERSION_FORM = "MAJOR.MINOR.PATCH[-pre-release], e.g. 1.3.0 or 1.3.0-rc1"
 
 # A sort key: the release numbers, then 1 for a release or (0, identifiers) for a pre-release of it.
