@@ -86,3 +86,8 @@ def measure_parallel(
         t.join()
     total = time.perf_counter() - started
     return {"batch": batch, "sessions": sessions, "patches_per_s": sum(counts) * batch / total}
+
+
+def best(rows: list[dict], layout: str | None = None) -> float:
+    """The most patches per second among ceiling rows, of one layout or of all."""
+    return max(r["patches_per_s"] for r in rows if layout is None or r["layout"] == layout)

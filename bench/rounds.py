@@ -12,6 +12,7 @@ import asyncio
 import statistics
 from collections.abc import Callable
 
+from bench.inprocess import best
 from bench.load import run_load
 
 HEADLINE_CLIENTS = (16, 1)
@@ -37,8 +38,7 @@ def paired_rounds(
     rows = []
     for n in range(1, rounds + 1):
         ceiling = measure_ceiling()
-        one_session = max(c["patches_per_s"] for c in ceiling if c["layout"] == "1 session")
-        best_layout = max(c["patches_per_s"] for c in ceiling)
+        one_session, best_layout = best(ceiling, "1 session"), best(ceiling)
         single_ms = min(c["p50_ms"] for c in ceiling if c["layout"] == "1 session" and c["batch"] == 1)
         row = {"round": n, "ceiling_one_session": one_session, "ceiling_best_layout": best_layout}
         row["single_ms"] = single_ms

@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.inprocess import measure, measure_parallel, open_session
+from bench.inprocess import best, measure, measure_parallel, open_session
 from bench.load import multipart_request, run_load
 from bench.peer_model import worker_threads
 from bench.plot import plot_sweep
@@ -40,6 +40,7 @@ from service.runtime.cpus import available_cpus
 from service.runtime.session import CPU, CUDA
 from service.runtime.store import resolve
 from training.data.phantoms import lung_background, paint_nodule, sample_nodule, scanner
+from training.provenance import cpu_model
 
 RESULTS = REPO / "bench" / "results"
 CONTENDERS = {
@@ -134,16 +135,8 @@ def gpu_name() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return (
-        f"{os.cpu_count()} cores, {cpu}, {gpu_name()}, onnxruntime {ort.__version__}, "
+        f"{os.cpu_count()} cores, {cpu_model()}, {gpu_name()}, onnxruntime {ort.__version__}, "
         f"Python {platform.python_version()}"
     )
 
@@ -171,10 +164,6 @@ def measure_ceiling(
             for b in sorted({1, max_batch})
         ]
     return rows
-
-
-def best(rows: list[dict], layout: str | None = None) -> float:
-    return max(r["patches_per_s"] for r in rows if layout is None or r["layout"] == layout)
 
 
 def sweep(contender: Contender, env: dict[str, str], request_for, concurrency: list[int], requests: int) -> list[dict]:

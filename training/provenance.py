@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +44,8 @@ def cpu_model() -> str:
 
 def environment() -> dict[str, Any]:
     """Where training ran: float rounding, and so the trained weights, depend on the CPU's kernels and the threads."""
+    import torch  # here, not at the top: the benchmark's GPU environment, which has no torch, reads cpu_model
+
     return {
         "git_commit": git_commit(),
         "cpu": cpu_model(),
